@@ -1,0 +1,109 @@
+"""Model configuration: every size of the HERO model in one frozen dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class HeroConfig:
+  """Sizes and numerics of HERO. Defaults are the released base model.
+
+  ``vocab_size`` is the (padded) row count of the word-embedding table;
+  ``mlm_vocab_size`` is how many MLM logit columns are kept (HERO slices off
+  the 7 pad rows, 50272 -> 50265, only when pre-training from RoBERTa).
+  ``encoder_ln_eps`` is for the LayerNorms inside transformer blocks (1e-12 in
+  HERO); ``ln_eps`` is for every other LayerNorm (1e-5).
+  """
+  hidden_size: int = 768
+  num_attention_heads: int = 12
+  intermediate_size: int = 3072
+  cross_layers: int = 6
+  temporal_layers: int = 3
+  vocab_size: int = 50272
+  mlm_vocab_size: int | None = None
+  type_vocab_size: int = 2
+  max_position_embeddings: int = 514
+  frame_feat_dim: int = 4352
+  max_frame_positions: int = 100
+  fom_num_classes: int = 100
+  vsm_conv_kernel: int = 5
+  hidden_dropout: float = 0.1
+  attention_dropout: float = 0.1
+  encoder_ln_eps: float = 1e-12
+  ln_eps: float = 1e-5
+  initializer_range: float = 0.02
+  dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.hidden_size % self.num_attention_heads:
+      raise ValueError(
+          f"hidden_size ({self.hidden_size}) must be divisible by "
+          f"num_attention_heads ({self.num_attention_heads})")
+    if self.dtype not in _DTYPES:
+      raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+    if self.mlm_vocab_size is not None and not 0 < self.mlm_vocab_size <= self.vocab_size:
+      raise ValueError(
+          f"mlm_vocab_size ({self.mlm_vocab_size}) must be in (0, vocab_size={self.vocab_size}]")
+    if self.type_vocab_size < 2:
+      raise ValueError("type_vocab_size must be >= 2: HERO uses token-type row 1")
+    if self.vsm_conv_kernel % 2 != 1:
+      raise ValueError(f"vsm_conv_kernel must be odd, got {self.vsm_conv_kernel}")
+
+  @property
+  def compute_dtype(self):
+    return _DTYPES[self.dtype]
+
+  @property
+  def mlm_columns(self) -> int:
+    return self.mlm_vocab_size or self.vocab_size
+
+  def replace(self, **kw) -> "HeroConfig":
+    return dataclasses.replace(self, **kw)
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "HeroConfig":
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+      raise ValueError(f"unknown model config keys {unknown}; known: {sorted(names)}")
+    return cls(**dict(d))
+
+  @classmethod
+  def from_original(cls, model_config: Mapping[str, Any], **overrides) -> "HeroConfig":
+    """From HERO's JSON model config (``f_config``/``c_config``/``q_config``)."""
+    f, c = model_config["f_config"], model_config["c_config"]
+    for key in ("hidden_size", "num_attention_heads", "intermediate_size"):
+      if f[key] != c[key]:
+        raise ValueError(f"f_config.{key}={f[key]} differs from c_config.{key}={c[key]}")
+    kw = dict(
+        hidden_size=f["hidden_size"],
+        num_attention_heads=f["num_attention_heads"],
+        intermediate_size=f["intermediate_size"],
+        cross_layers=f["num_hidden_layers"],
+        temporal_layers=c["num_hidden_layers"],
+        vocab_size=f["vocab_size"],
+        max_position_embeddings=f["max_position_embeddings"],
+        hidden_dropout=f["hidden_dropout_prob"],
+        attention_dropout=f["attention_probs_dropout_prob"],
+        initializer_range=f["initializer_range"],
+    )
+    kw.update(overrides)
+    return cls(**kw)
+
+
+def tiny_config(**overrides) -> HeroConfig:
+  """A small config for tests and CPU smoke runs."""
+  kw = dict(hidden_size=64, num_attention_heads=4, intermediate_size=128,
+            cross_layers=2, temporal_layers=1, vocab_size=320,
+            frame_feat_dim=48, max_position_embeddings=514)
+  kw.update(overrides)
+  return HeroConfig(**kw)

@@ -1,0 +1,402 @@
+"""HERO: the hierarchical video+language encoder and its pre-training heads.
+
+Module tree (names mirror the original's ``state_dict`` keys):
+
+  Hero
+    v_encoder            HierarchicalEncoder
+      f_encoder          CrossModalTransformer: embeddings, img_embeddings,
+                         encoder (cross_layers), pooler, lm_head (tied)
+      frame_transform    LN(D) -> dropout -> Linear(D->H) -> ReLU
+      c_encoder          TemporalTransformer: embeddings, encoder, pooler
+      feat_regress       MFM head (MFFR and MFM-NCE)
+      mask_embedding     (2, D) clip-level MFM mask vectors
+      fom_output         FOM 100-way classifier
+    video_query_linear   VSM local branch
+    video_st_predictor, video_ed_predictor   Conv1d(1, 1, k=5) start/end
+    q_feat_attn          QueryFeatEncoder: query tokens -> one vector
+
+Inputs follow ``hero_jax.layout``. Methods are the building blocks the
+objectives compose (``model.apply(params, ..., method=...)``).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hero_jax.model import layers as L
+from hero_jax.model.config import HeroConfig
+
+_f32 = jnp.float32
+TOKEN_TYPE_ROW = 1   # HERO looks up row 1 of the type table for text and frames
+MAX_TEXT_POSITION = 511   # HERO clamps text positions at 511
+
+
+class TextEmbeddings(nn.Module):
+  """word + position (arange from 0) + type row 1 -> LN -> dropout."""
+  cfg: HeroConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.word_embeddings = L.embed(cfg, cfg.vocab_size, cfg.hidden_size, ("vocab", "embed"), "word_embeddings")
+    self.position_embeddings = L.embed(cfg, cfg.max_position_embeddings, cfg.hidden_size, ("pos", "embed"),
+                                       "position_embeddings")
+    self.token_type_embeddings = L.embed(cfg, cfg.type_vocab_size, cfg.hidden_size, ("type", "embed"),
+                                         "token_type_embeddings")
+    self.LayerNorm = L.layer_norm(cfg, cfg.ln_eps, "embed")
+    self.dropout = nn.Dropout(cfg.hidden_dropout)
+
+  def type_embedding(self):
+    return self.token_type_embeddings(jnp.asarray(TOKEN_TYPE_ROW))
+
+  def __call__(self, ids, deterministic: bool):
+    length = ids.shape[-1]
+    max_pos = min(MAX_TEXT_POSITION, self.cfg.max_position_embeddings - 1)
+    pos = jnp.minimum(jnp.arange(length), max_pos)
+    x = self.word_embeddings(ids) + self.position_embeddings(pos) + self.type_embedding()
+    return self.dropout(self.LayerNorm(x), deterministic=deterministic)
+
+
+class ImageEmbeddings(nn.Module):
+  """Frame features of one subtitle row -> hidden (spec 1.5)."""
+  cfg: HeroConfig
+
+  @nn.compact
+  def __call__(self, feats, type_emb, mfm_ids, deterministic: bool):
+    cfg = self.cfg
+    mask_embedding = L.embed(cfg, 2, cfg.frame_feat_dim, (None, "frame_feat"), "mask_embedding")
+    if mfm_ids is None and self.is_initializing():
+      mask_embedding(jnp.zeros((), jnp.int32))   # create the table (checkpoints hold it)
+    if mfm_ids is not None:
+      # Only on the MFM path, and the row the mask selects is always added:
+      # row 0 is not zero in HERO (re-initialised after padding_idx zeroed it).
+      feats = feats + mask_embedding(mfm_ids)
+    x = L.layer_norm(cfg, cfg.ln_eps, "frame_feat", "img_LayerNorm")(feats)
+    x = L.dense(cfg, cfg.hidden_size, ("frame_feat", "embed"), "img_linear")(x)
+    n = feats.shape[-2]
+    if n > cfg.max_frame_positions:
+      raise ValueError(
+          f"rows hold {n} frame slots but the frame position table has "
+          f"max_frame_positions={cfg.max_frame_positions} rows")
+    pos = L.embed(cfg, cfg.max_frame_positions, cfg.hidden_size, ("pos", "embed"), "position_embeddings")
+    x = x + pos(jnp.arange(n)) + type_emb
+    x = L.layer_norm(cfg, cfg.ln_eps, "embed")(x)
+    return nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
+
+
+class LMHead(nn.Module):
+  """dense -> GELU -> LN -> tied decoder (word embeddings) + bias."""
+  cfg: HeroConfig
+
+  @nn.compact
+  def __call__(self, x, attend):
+    cfg = self.cfg
+    x = L.gelu(L.dense(cfg, cfg.hidden_size, ("embed", "embed_out"), "dense")(x))
+    x = L.layer_norm(cfg, cfg.ln_eps, "embed")(x)
+    bias = self.param("bias", L.zeros_init(("vocab",)), (cfg.vocab_size,), _f32)
+    logits = attend(x).astype(_f32) + bias
+    return logits[..., :cfg.mlm_columns]
+
+
+class CrossModalTransformer(nn.Module):
+  """``f_encoder``: one ``[frames ; text]`` row per subtitle, or text alone."""
+  cfg: HeroConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.embeddings = TextEmbeddings(cfg)
+    self.img_embeddings = ImageEmbeddings(cfg)
+    self.encoder = L.BertEncoder(cfg, cfg.cross_layers)
+    self.pooler = L.Pooler(cfg)
+    self.lm_head = LMHead(cfg)
+
+  def embed_rows(self, row_ids, row_txt_mask, row_feats, row_frame_mask, mfm_ids, deterministic):
+    """Embeds rows [..., M frames] + [..., T tokens] into [..., M+T, H]."""
+    txt = self.embeddings(row_ids, deterministic)
+    img = self.img_embeddings(row_feats, self.embeddings.type_embedding(), mfm_ids, deterministic)
+    x = jnp.concatenate([img, txt.astype(img.dtype)], axis=-2)
+    mask = jnp.concatenate([row_frame_mask, row_txt_mask], axis=-1)
+    self.sow("intermediates", "embedding", x)
+    return x, mask
+
+  def embed_text(self, ids, deterministic):
+    x = self.embeddings(ids, deterministic)
+    self.sow("intermediates", "embedding", x)
+    return x
+
+  def encode(self, x, mask, deterministic):
+    return self.encoder(x, mask, deterministic)
+
+  def mlm_logits(self, x):
+    return self.lm_head(x, self.embeddings.word_embeddings.attend)
+
+  def pool(self, x):
+    return self.pooler(x)
+
+
+class LinearLayer(nn.Module):
+  """LN(in) -> dropout -> Linear (``net_1``) -> ReLU (frame_transform, query_input_proj)."""
+  cfg: HeroConfig
+  in_axis: str
+  torch_default_init: bool = False
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    cfg = self.cfg
+    x = L.layer_norm(cfg, cfg.ln_eps, self.in_axis)(x)
+    x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
+    fan_in = x.shape[-1] if self.torch_default_init else None
+    x = L.dense(cfg, cfg.hidden_size, (self.in_axis, "embed"), "net_1", torch_default_init=fan_in)(x)
+    return jax.nn.relu(x)
+
+
+class PositionEmbeddings(nn.Module):
+  """x + position table[arange(L)] -> LN -> dropout (temporal and query)."""
+  cfg: HeroConfig
+  std: float | None = None
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool):
+    cfg = self.cfg
+    table = L.embed(cfg, cfg.max_position_embeddings, cfg.hidden_size, ("pos", "embed"),
+                    "position_embeddings", std=self.std)
+    length = x.shape[-2]
+    if length > cfg.max_position_embeddings:
+      raise ValueError(f"sequence of {length} positions exceeds max_position_embeddings="
+                       f"{cfg.max_position_embeddings}")
+    x = x + table(jnp.arange(length))
+    x = L.layer_norm(cfg, cfg.ln_eps, "embed")(x)
+    return nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
+
+
+class TemporalTransformer(nn.Module):
+  """``c_encoder``: positions from arange, LN, then ``temporal_layers`` layers."""
+  cfg: HeroConfig
+
+  def setup(self):
+    self.embeddings = PositionEmbeddings(self.cfg)
+    self.encoder = L.BertEncoder(self.cfg, self.cfg.temporal_layers)
+    self.pooler = L.Pooler(self.cfg)
+
+  def __call__(self, x, mask, deterministic):
+    x = self.embeddings(x, deterministic)
+    self.sow("intermediates", "embedding", x)
+    return self.encoder(x, mask, deterministic)
+
+  def pool(self, x):
+    return self.pooler(x)
+
+
+class FeatRegress(nn.Module):
+  """MFM head: Linear(H) -> GELU -> LN -> Linear(D) (``net_0``, ``net_2``, ``net_3``)."""
+  cfg: HeroConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    x = L.gelu(L.dense(cfg, cfg.hidden_size, ("embed", "embed_out"), "net_0")(x))
+    x = L.layer_norm(cfg, cfg.ln_eps, "embed", "net_2")(x)
+    return L.dense(cfg, cfg.frame_feat_dim, ("embed", "frame_feat"), "net_3")(x).astype(_f32)
+
+
+class MLPLayer(nn.Module):
+  """linear_1 (H -> 2H) -> GELU -> LayerNorm -> linear_2 (-> out)."""
+  cfg: HeroConfig
+  out_features: int
+  out_axis: str = "classes"
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    x = L.gelu(L.dense(cfg, 2 * cfg.hidden_size, ("embed", "mlp"), "linear_1")(x))
+    x = L.layer_norm(cfg, cfg.ln_eps, "mlp")(x)
+    return L.dense(cfg, self.out_features, ("mlp", self.out_axis), "linear_2")(x).astype(_f32)
+
+
+def _gather_rows(x, idx):
+  """x [V, F, ...], idx [V, R, M] -> [V, R, M, ...] (exact, no matmul)."""
+  return jax.vmap(lambda xv, iv: xv[iv])(x, idx)
+
+
+def _scatter_rows(values, idx, mask, num_frames):
+  """Adds row slot values [V, R, M, H] onto the timeline [V, F, H] (spec 1.7)."""
+  values = jnp.where(mask[..., None].astype(bool), values, 0)
+
+  def one(v, i):
+    out = jnp.zeros((num_frames, v.shape[-1]), v.dtype)
+    return out.at[i.reshape(-1)].add(v.reshape(-1, v.shape[-1]))
+  return jax.vmap(one)(values, idx)
+
+
+class HierarchicalEncoder(nn.Module):
+  """``v_encoder``: cross-modal rows -> timeline -> temporal transformer."""
+  cfg: HeroConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.f_encoder = CrossModalTransformer(cfg)
+    self.frame_transform = LinearLayer(cfg, "frame_feat")
+    self.c_encoder = TemporalTransformer(cfg)
+    self.feat_regress = FeatRegress(cfg)
+    self.mask_embedding = L.embed(cfg, 2, cfg.frame_feat_dim, (None, "frame_feat"), "mask_embedding")
+    self.fom_output = MLPLayer(cfg, cfg.fom_num_classes)
+
+  def cross_modal(self, batch, frames, mfm_mask, deterministic):
+    """Runs every subtitle row through ``f_encoder``: [V, R, M+T, H]."""
+    row_frame_mask = batch["row_frame_mask"]
+    row_feats = _gather_rows(frames, batch["row_frame_idx"])
+    row_feats = jnp.where(row_frame_mask[..., None].astype(bool), row_feats, 0)
+    mfm_ids = None
+    if mfm_mask is not None:
+      mfm_ids = _gather_rows(mfm_mask, batch["row_frame_idx"]) * row_frame_mask
+    x, mask = self.f_encoder.embed_rows(batch["row_ids"], batch["row_txt_mask"], row_feats,
+                                        row_frame_mask, mfm_ids, deterministic)
+    v, r = x.shape[:2]
+    flat = x.reshape((v * r,) + x.shape[2:])
+    flat = L.constrain(flat, ("batch", "length", "embed"))
+    out = self.f_encoder.encode(flat, mask.reshape(v * r, -1), deterministic).reshape(x.shape)
+    self.sow("intermediates", "cross_modal_output", out)
+    return out
+
+  def fuse(self, batch, *, mfm_mask=None, deterministic=True):
+    """The temporal input before positions: frame_transform(raw) + matched.
+
+    With ``mfm_mask`` (MFM), masked frames are zeroed at both levels, the
+    frame-level mask embedding goes into ``f_encoder`` and the clip-level one
+    (``v_encoder.mask_embedding``, every position, padding included) into
+    ``frame_transform``.
+    """
+    frames = batch["frames"].astype(_f32)
+    if mfm_mask is not None:
+      frames = jnp.where(mfm_mask[..., None].astype(bool), 0.0, frames)
+    cross = self.cross_modal(batch, frames, mfm_mask, deterministic)
+    m = batch["row_frame_idx"].shape[-1]
+    matched = _scatter_rows(cross[:, :, :m], batch["row_frame_idx"], batch["row_frame_mask"],
+                            frames.shape[1])
+    clip = frames
+    if mfm_mask is None and self.is_initializing():
+      self.mask_embedding(jnp.zeros((), jnp.int32))   # create the table (checkpoints hold it)
+    if mfm_mask is not None:
+      clip = clip + self.mask_embedding(mfm_mask).astype(_f32)
+    transformed = self.frame_transform(clip, deterministic)
+    self.sow("intermediates", "frame_transform_output", transformed)
+    self.sow("intermediates", "matched_frames", matched)
+    fused = transformed + matched.astype(transformed.dtype)
+    return L.constrain(fused, ("batch", "length", "embed"))
+
+  def temporal(self, fused, frame_mask, deterministic):
+    return self.c_encoder(fused, frame_mask, deterministic)
+
+  def __call__(self, batch, *, mfm_mask=None, fom_source=None, deterministic=True):
+    """The video representation (task ``'repr'``): [V, F, H]."""
+    fused = self.fuse(batch, mfm_mask=mfm_mask, deterministic=deterministic)
+    if fom_source is not None:
+      # FOM: fused frames move to their shuffled slots before the temporal
+      # transformer, so a moved frame gets its new slot's position embedding.
+      fused = jnp.take_along_axis(fused, fom_source[..., None], axis=1)
+    self.sow("intermediates", "temporal_input", fused)
+    return self.temporal(fused, batch["frame_mask"], deterministic)
+
+
+class QueryFeatEncoder(nn.Module):
+  """``q_feat_attn``: query token states [N, L, H] -> one vector [N, H]."""
+  cfg: HeroConfig
+
+  @nn.compact
+  def __call__(self, x, mask, deterministic: bool):
+    cfg = self.cfg
+    x = LinearLayer(cfg, "embed", torch_default_init=True, name="query_input_proj")(x, deterministic)
+    # PyTorch default nn.Embedding init: N(0, 1).
+    x = PositionEmbeddings(cfg, std=1.0, name="query_pos_embed")(x, deterministic)
+    x = L.BertAttention(cfg, torch_default_init=True, name="query_self_attention")(
+        x, L.attention_bias(mask), deterministic)
+    scores = L.dense(cfg, 1, ("embed", None), "modular_vector_mapping", use_bias=False,
+                     torch_default_init=cfg.hidden_size)(x)[..., 0].astype(_f32)
+    weights = jax.nn.softmax(L.mask_logits(scores, mask), axis=-1)
+    return jnp.einsum("...l,...lh->...h", weights, x.astype(_f32))
+
+
+class Hero(nn.Module):
+  """HERO for pre-training (``HeroForPretraining``)."""
+  cfg: HeroConfig
+
+  def setup(self):
+    cfg = self.cfg
+    h = cfg.hidden_size
+    self.v_encoder = HierarchicalEncoder(cfg)
+    self.video_query_linear = L.dense(cfg, h, ("embed", "embed_out"), "video_query_linear",
+                                      torch_default_init=h)
+    k = cfg.vsm_conv_kernel
+
+    def conv(name):
+      return nn.Conv(1, kernel_size=(k,), padding=((k // 2, k // 2),), use_bias=False,
+                     dtype=_f32, param_dtype=_f32, kernel_init=L.torch_linear_init(k, (None, None, None)),
+                     name=name)
+    self.video_st_predictor = conv("video_st_predictor")
+    self.video_ed_predictor = conv("video_ed_predictor")
+    self.q_feat_attn = QueryFeatEncoder(cfg)
+
+  # -- video -----------------------------------------------------------------
+  def __call__(self, batch, *, mfm_mask=None, fom_source=None, deterministic=True):
+    return self.v_encoder(batch, mfm_mask=mfm_mask, fom_source=fom_source,
+                          deterministic=deterministic)
+
+  def cross_modal_rows(self, batch, deterministic=True):
+    """MLM path: only the cross-modal transformer, [V, R, M+T, H]."""
+    frames = batch["frames"].astype(_f32)
+    return self.v_encoder.cross_modal(batch, frames, None, deterministic)
+
+  # -- heads -----------------------------------------------------------------
+  def mlm_logits(self, x):
+    return self.v_encoder.f_encoder.mlm_logits(x)
+
+  def feat_regress(self, x):
+    return self.v_encoder.feat_regress(x)
+
+  def fom_logits(self, x):
+    return self.v_encoder.fom_output(x)
+
+  # -- queries and VSM -------------------------------------------------------
+  def encode_query(self, query_ids, query_mask, deterministic=True):
+    """[..., Lq] query ids -> modular query vector [..., H] (float32)."""
+    f = self.v_encoder.f_encoder
+    shape = query_ids.shape
+    ids = query_ids.reshape(-1, shape[-1])
+    mask = query_mask.reshape(-1, shape[-1])
+    tokens = f.encode(f.embed_text(ids, deterministic), mask, deterministic)
+    self.sow("intermediates", "query_tokens", tokens)
+    q = self.q_feat_attn(tokens, mask, deterministic)
+    return q.reshape(shape[:-1] + (q.shape[-1],))
+
+  def st_ed_logits(self, query, frames, frame_mask, conv_input_mask):
+    """Start/end logits of each query against frames (``mask_logits`` applied).
+
+    query [..., H]; frames [..., F, H] and masks [..., F] broadcast against
+    it (pass frames[None] for every-query-against-every-video). Similarity
+    values where ``conv_input_mask`` is 0 are zeroed before the Conv1d, which
+    is how the original's zero padding beyond the batch's longest video enters.
+    """
+    q = self.video_query_linear(query).astype(_f32)
+    self.sow("intermediates", "video_query_linear_output", q)
+    sim = jnp.einsum("...h,...fh->...f", q, frames.astype(_f32))
+    sim = jnp.where(conv_input_mask.astype(bool), sim, 0.0)
+    flat = sim.reshape(-1, sim.shape[-1], 1)
+    st = self.video_st_predictor(flat)[..., 0].reshape(sim.shape)
+    ed = self.video_ed_predictor(flat)[..., 0].reshape(sim.shape)
+    return L.mask_logits(st, frame_mask), L.mask_logits(ed, frame_mask)
+
+  # -- init ------------------------------------------------------------------
+  def init_all(self, batch, query_ids, query_mask):
+    """Touches every parameter (heads and poolers too) for ``init``."""
+    seq = self(batch)
+    f = self.v_encoder.f_encoder
+    cross = self.cross_modal_rows(batch)
+    f.pool(cross[:, 0])
+    self.v_encoder.c_encoder.pool(seq)
+    self.mlm_logits(cross[..., :1, :])
+    self.feat_regress(seq)
+    self.fom_logits(seq)
+    q = self.encode_query(query_ids, query_mask)
+    self.st_ed_logits(q[:, 0], seq, batch["frame_mask"], batch["frame_mask"])
+    return seq

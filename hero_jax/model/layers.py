@@ -1,0 +1,203 @@
+"""Transformer building blocks with HERO's numerics and logical axis names.
+
+The blocks follow the HF BERT/RoBERTa layout that HERO uses: post-LN, separate
+q/k/v projections, an additive -10000 attention mask (not -inf), exact (erf)
+GELU. Submodule names mirror the original PyTorch names (``attention.self.
+query``, ``output.LayerNorm``...) with ``name.N`` written ``name_N``, so that
+checkpoint conversion is a mechanical rename (see ``hero_jax.convert``).
+
+Parameter axis names: ``vocab``, ``embed`` (hidden), ``mlp`` (intermediate),
+``joined_kv`` (heads x head dim), ``frame_feat`` (raw frame features),
+``pos``/``type`` (position and type tables), ``classes``. Activation names:
+``batch``, ``length``, ``embed``. The rules mapping them to mesh axes live in
+the config.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hero_jax.model.config import HeroConfig
+
+ATTENTION_MASK_VALUE = -10000.0   # additive, as HERO (not -inf)
+MASK_LOGITS_VALUE = -1e4          # replacing, HERO's ``mask_logits``
+
+_f32 = jnp.float32
+
+
+def normal_init(std: float, axes: tuple) -> Callable:
+  return nn.with_logical_partitioning(nn.initializers.normal(std), axes)
+
+
+def torch_linear_init(fan_in: int, axes: tuple) -> Callable:
+  """PyTorch's default Linear/Conv init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+  HERO keeps PyTorch defaults for the VSM heads and the query encoder.
+  """
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=_f32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return nn.with_logical_partitioning(init, axes)
+
+
+def zeros_init(axes: tuple) -> Callable:
+  return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+
+
+def ones_init(axes: tuple) -> Callable:
+  return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
+
+
+def dense(cfg: HeroConfig, features: int, axes: tuple, name: str, *,
+          use_bias: bool = True, torch_default_init: int | None = None) -> nn.Dense:
+  """A Dense layer with HERO's init. ``torch_default_init``: fan_in for the
+  PyTorch-default init of the modules outside ``v_encoder``."""
+  if torch_default_init is None:
+    kernel_init = normal_init(cfg.initializer_range, axes)
+    bias_init = zeros_init((axes[-1],))
+  else:
+    kernel_init = torch_linear_init(torch_default_init, axes)
+    bias_init = torch_linear_init(torch_default_init, (axes[-1],))
+  return nn.Dense(features, use_bias=use_bias, dtype=cfg.compute_dtype,
+                  param_dtype=_f32, kernel_init=kernel_init, bias_init=bias_init,
+                  name=name)
+
+
+def layer_norm(cfg: HeroConfig, eps: float, axis: str, name: str = "LayerNorm") -> nn.LayerNorm:
+  # Two-pass variance, as torch.nn.LayerNorm: the fast E[x^2]-E[x]^2 form
+  # loses float32 precision against HERO's 1e-12 epsilon.
+  return nn.LayerNorm(epsilon=eps, dtype=cfg.compute_dtype, param_dtype=_f32,
+                      use_fast_variance=False, scale_init=ones_init((axis,)),
+                      bias_init=zeros_init((axis,)), name=name)
+
+
+def embed(cfg: HeroConfig, num: int, features: int, axes: tuple, name: str,
+          std: float | None = None) -> nn.Embed:
+  return nn.Embed(num, features, dtype=cfg.compute_dtype, param_dtype=_f32,
+                  embedding_init=normal_init(cfg.initializer_range if std is None else std, axes),
+                  name=name)
+
+
+def gelu(x):
+  return jax.nn.gelu(x, approximate=False)
+
+
+def attention_bias(mask: jax.Array) -> jax.Array:
+  """[..., L] 0/1 key mask -> additive bias [..., 1, 1, L] (float32)."""
+  return ((1.0 - mask.astype(_f32)) * ATTENTION_MASK_VALUE)[..., None, None, :]
+
+
+def mask_logits(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """HERO's ``mask_logits``: masked positions become exactly -1e4."""
+  mask = mask.astype(x.dtype)
+  return x * mask + (1.0 - mask) * MASK_LOGITS_VALUE
+
+
+def constrain(x, axes):
+  return nn.with_logical_constraint(x, axes)
+
+
+class BertSelfAttention(nn.Module):
+  """q/k/v projections and scaled dot-product attention (``attention.self``)."""
+  cfg: HeroConfig
+  torch_default_init: bool = False
+
+  @nn.compact
+  def __call__(self, x, bias, deterministic: bool):
+    cfg = self.cfg
+    h, nh = cfg.hidden_size, cfg.num_attention_heads
+    hd = h // nh
+    init = h if self.torch_default_init else None
+
+    def heads(name):
+      y = dense(cfg, h, ("embed", "joined_kv"), name, torch_default_init=init)(x)
+      return y.reshape(y.shape[:-1] + (nh, hd))
+
+    q, k, v = heads("query"), heads("key"), heads("value")
+    scores = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=_f32)
+    scores = scores / math.sqrt(hd) + bias
+    probs = jax.nn.softmax(scores, axis=-1)
+    probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
+    ctx = jnp.einsum("...hqk,...khd->...qhd", probs.astype(v.dtype), v)
+    return ctx.reshape(ctx.shape[:-2] + (h,))
+
+
+class AddNorm(nn.Module):
+  """dense -> dropout -> residual -> LayerNorm (``attention.output``/``output``)."""
+  cfg: HeroConfig
+  in_axis: str
+  torch_default_init: int | None = None
+
+  @nn.compact
+  def __call__(self, x, residual, deterministic: bool):
+    cfg = self.cfg
+    y = dense(cfg, cfg.hidden_size, (self.in_axis, "embed"), "dense",
+              torch_default_init=self.torch_default_init)(x)
+    y = nn.Dropout(cfg.hidden_dropout)(y, deterministic=deterministic)
+    return layer_norm(cfg, cfg.encoder_ln_eps, "embed")(y + residual)
+
+
+class BertAttention(nn.Module):
+  """Self-attention block: ``self`` + ``output`` (dense, dropout, add, LN)."""
+  cfg: HeroConfig
+  torch_default_init: bool = False
+
+  @nn.compact
+  def __call__(self, x, bias, deterministic: bool):
+    ctx = BertSelfAttention(self.cfg, self.torch_default_init, name="self")(x, bias, deterministic)
+    fan_in = self.cfg.hidden_size if self.torch_default_init else None
+    return AddNorm(self.cfg, "joined_kv", fan_in, name="output")(ctx, x, deterministic)
+
+
+class BertLayer(nn.Module):
+  cfg: HeroConfig
+
+  @nn.compact
+  def __call__(self, x, bias, deterministic: bool):
+    cfg = self.cfg
+    x = BertAttention(cfg, name="attention")(x, bias, deterministic)
+    hidden = Intermediate(cfg, name="intermediate")(x)
+    return AddNorm(cfg, "mlp", name="output")(hidden, x, deterministic)
+
+
+class Intermediate(nn.Module):
+  cfg: HeroConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    return gelu(dense(cfg, cfg.intermediate_size, ("embed", "mlp"), "dense")(x))
+
+
+class BertEncoder(nn.Module):
+  """A stack of ``num_layers`` post-LN transformer layers (``layer_0``...).
+
+  Sows each layer's output under ``intermediates/hidden_states`` so that tests
+  and users can read every layer (``mutable=["intermediates"]``).
+  """
+  cfg: HeroConfig
+  num_layers: int
+
+  @nn.compact
+  def __call__(self, x, mask, deterministic: bool):
+    bias = attention_bias(mask)
+    for i in range(self.num_layers):
+      x = BertLayer(self.cfg, name=f"layer_{i}")(x, bias, deterministic)
+      x = constrain(x, ("batch",) * (x.ndim - 2) + ("length", "embed"))
+      self.sow("intermediates", "hidden_states", x)
+    return x
+
+
+class Pooler(nn.Module):
+  """dense + tanh on position 0. No HERO loss uses it; kept for checkpoints."""
+  cfg: HeroConfig
+
+  @nn.compact
+  def __call__(self, x):
+    return jnp.tanh(dense(self.cfg, self.cfg.hidden_size, ("embed", "embed_out"), "dense")(x[..., 0, :]))

@@ -1,0 +1,162 @@
+"""MLM: masked language modelling on the Cross-modal Transformer rows (spec 2.1)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import jax.numpy as jnp
+
+from hero_jax import layout
+from hero_jax.objectives import common
+from hero_jax.objectives import host
+from hero_jax.objectives import registry
+
+# --- host side (numpy) ---
+
+FIELDS = layout.VIDEO_FIELDS + ("mlm_positions", "mlm_labels", "mlm_weights")
+
+
+@dataclasses.dataclass(frozen=True)
+class MlmChoices:
+  """The random decisions of HERO's ``random_word`` for one video.
+
+  Per subtitle r (its ids cut to ``max_txt_len``, no [CLS]):
+  ``chosen[r]`` bool, the tokens to predict; ``inputs[r]`` int, the corrupted
+  text (MASK, a random id, or the original id at chosen tokens; the original
+  id elsewhere). The at-least-one rule is already applied.
+  """
+  chosen: tuple
+  inputs: tuple
+
+
+def _truncated_ids(video, ctx) -> list:
+  return [np.asarray(ids, np.int64)[:ctx.max_txt_len] for ids in video.sub_ids]
+
+
+def draw_mlm_choices(video: layout.VideoExample, rng: np.random.Generator,
+                     ctx: host.HostContext) -> MlmChoices:
+  """BERT-style corruption, token by token, as HERO's ``random_word``.
+
+  One uniform u per token: chosen if u < mask_prob; then u / mask_prob < 0.8
+  gives MASK, < 0.9 a uniform id from ``range(*v_range)``, else unchanged. A
+  row with tokens but no chosen one gets its first token forced to MASK. An
+  empty subtitle has nothing to choose (the original would crash on it).
+  """
+  lo, hi = ctx.ids.v_range
+  chosen, inputs = [], []
+  for ids in _truncated_ids(video, ctx):
+    u = rng.random(ids.size)
+    pick = u < ctx.mask_prob
+    scaled = u / ctx.mask_prob if ctx.mask_prob > 0 else np.ones_like(u)
+    to_mask = pick & (scaled < 0.8)
+    to_rand = pick & (scaled >= 0.8) & (scaled < 0.9)
+    corrupted = ids.copy()
+    corrupted[to_mask] = ctx.ids.mask
+    corrupted[to_rand] = rng.integers(lo, hi, size=int(to_rand.sum()))
+    if ids.size and not pick.any():
+      pick[0] = True
+      corrupted[0] = ctx.ids.mask
+    chosen.append(pick)
+    inputs.append(corrupted)
+  return MlmChoices(chosen=tuple(chosen), inputs=tuple(inputs))
+
+
+def _check_choices(video, choices: MlmChoices, truncated: list) -> None:
+  if len(choices.chosen) != len(truncated) or len(choices.inputs) != len(truncated):
+    raise ValueError(
+        f"video {video.vid!r}: MLM choices for {len(choices.chosen)}/{len(choices.inputs)} "
+        f"rows, the video has {len(truncated)} subtitles")
+  for r, ids in enumerate(truncated):
+    if np.shape(choices.chosen[r]) != ids.shape or np.shape(choices.inputs[r]) != ids.shape:
+      raise ValueError(
+          f"video {video.vid!r}: MLM choices of subtitle {r} have shapes "
+          f"{np.shape(choices.chosen[r])}/{np.shape(choices.inputs[r])}, expected {ids.shape}")
+
+
+def build_mlm_example(video: layout.VideoExample, choices: MlmChoices,
+                      ctx: host.HostContext, stats=None) -> dict:
+  """Rows [CLS] + corrupted ids and the prediction slots, in row-major order.
+
+  ``mlm_positions`` index the flattened row text slots (r * T + t, t = 0 is
+  [CLS]). Padded prediction slots hold position 0, label 0 and weight 0 (the
+  label stays a valid vocabulary index so gathers need no special case).
+  A prediction falling beyond T (only when T - 1 < max_txt_len) is dropped
+  and counted under ``"mlm_predictions_truncated"``. More than K predictions
+  is a random event of the draw, not a property of the data, so the video is
+  skipped (``SkipExample("mlm_too_many_predictions")``) rather than failing
+  the run; the pipeline reports the count, and a frequent skip means K is too
+  small for the data.
+  """
+  s = ctx.sizes
+  truncated = _truncated_ids(video, ctx)
+  _check_choices(video, choices, truncated)
+  if not any(ids.size for ids in truncated):
+    raise registry.SkipExample(
+        "mlm_no_tokens", f"video {video.vid!r} has no subtitle token")
+  rows, positions, labels = [], [], []
+  for r, ids in enumerate(truncated):
+    if ids.size == 0:
+      host.count(stats, "mlm_empty_rows")
+    rows.append(np.concatenate([[ctx.ids.cls], np.asarray(choices.inputs[r], np.int64)]))
+    t = np.flatnonzero(np.asarray(choices.chosen[r], bool)) + 1
+    keep = t < s.max_row_tokens
+    host.count(stats, "mlm_predictions_truncated", int((~keep).sum()))
+    positions.append(r * s.max_row_tokens + t[keep])
+    labels.append(ids[t[keep] - 1])
+  positions = np.concatenate(positions)
+  labels = np.concatenate(labels)
+  k = positions.size
+  if k > s.max_predictions:
+    raise registry.SkipExample(
+        "mlm_too_many_predictions",
+        f"video {video.vid!r}: {k} MLM predictions > max_predictions={s.max_predictions}")
+  out = host.build_video_fields(video, ctx, rows, stats)
+  out["mlm_positions"] = np.zeros((s.max_predictions,), np.int32)
+  out["mlm_labels"] = np.zeros((s.max_predictions,), np.int32)
+  out["mlm_weights"] = np.zeros((s.max_predictions,), np.float32)
+  out["mlm_positions"][:k] = positions
+  out["mlm_labels"][:k] = labels
+  out["mlm_weights"][:k] = 1.0
+  return out
+
+
+def make_mlm_example(video: layout.VideoExample, rng: np.random.Generator,
+                     ctx: host.HostContext, stats=None) -> dict:
+  return build_mlm_example(video, draw_mlm_choices(video, rng, ctx), ctx, stats)
+
+
+# --- device side (jax) ---
+
+
+
+
+@dataclasses.dataclass(frozen=True)
+class MlmSettings:
+  """MLM has no device-side options; host options live in ``HostContext``."""
+
+
+def mlm_logits(model, batch, deterministic=True):
+  """Logits [V, K, mlm_columns] at the prediction slots (a model method)."""
+  x = model.cross_modal_rows(batch, deterministic)
+  m = batch["row_frame_idx"].shape[-1]
+  text = x[:, :, m:]
+  v, r, t, h = text.shape
+  picked = jnp.take_along_axis(text.reshape(v, r * t, h), batch["mlm_positions"][..., None], axis=1)
+  return model.mlm_logits(picked)
+
+
+def mlm_loss(model, params, batch, settings=None, *, step=0, rng=None, deterministic=True):
+  """Cross-entropy per masked token, mean over the batch's masked tokens."""
+  del settings, step
+  logits = common.apply(model, params, mlm_logits, batch, rng=rng, deterministic=deterministic)
+  labels, weights = batch["mlm_labels"], batch["mlm_weights"]
+  ce = common.cross_entropy(logits, labels)
+  metrics = {"loss": common.metric(ce, weights),
+             "acc": common.metric(common.accuracy(logits, labels), weights)}
+  return common.masked_mean(ce, weights), metrics
+
+
+OBJECTIVE = registry.register(registry.Objective(
+    name="mlm", fields=FIELDS, make_example=make_mlm_example, loss=mlm_loss,
+    settings=MlmSettings))

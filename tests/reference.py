@@ -1,0 +1,35 @@
+"""The fixture's model config and weights, loaded through our converter."""
+
+from __future__ import annotations
+
+import functools
+
+from hero_jax import convert
+from hero_jax.model.config import HeroConfig
+from hero_jax.model.params import abstract_params
+from tests import fixture_batches as fb
+
+
+@functools.lru_cache(maxsize=None)
+def original_config() -> HeroConfig:
+  """The fixture model as its original JSON (``model_config_pretrain``) says."""
+  c = fb.fixture_config()
+  return HeroConfig.from_original(
+      c["model_config_pretrain"], frame_feat_dim=c["vfeat_dim"],
+      max_frame_positions=c["max_frm_seq_len"], fom_num_classes=c["fom_num_classes"])
+
+
+@functools.lru_cache(maxsize=None)
+def model_config() -> HeroConfig:
+  """The fixture model as the fixtures ran it: dropout off, MLM logits sliced."""
+  return original_config().replace(mlm_vocab_size=fb.fixture_config()["mlm_logit_columns"],
+                                   hidden_dropout=0.0, attention_dropout=0.0)
+
+
+@functools.lru_cache(maxsize=None)
+def params(source: str = "npz"):
+  """Our params from ``weights.npz`` or ``weights.pt`` (strict: every key used)."""
+  path = fb.fixture_dir() / f"weights.{source}"
+  out, _ = convert.state_dict_to_params(convert.load_state_dict(path), abstract_params(model_config()),
+                                        strict=True)
+  return out

@@ -1,0 +1,234 @@
+"""Parity with the ORIGINAL PyTorch HERO on its recorded fixtures.
+
+Weights come through the converter (``weights.npz`` and ``weights.pt``); every
+batch is rebuilt by our host transforms from the raw inputs and the
+original's recorded random choices; outputs are compared at valid positions
+(everything for temporal arrays, whose padding the original's losses see).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hero_jax.model.hero import Hero
+from hero_jax.objectives import common, fom, mfm, mlm, vsm
+from tests import fixture_batches as fb
+from tests import reference
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def close(ours, theirs, what):
+  np.testing.assert_allclose(np.asarray(ours, np.float64), np.asarray(theirs, np.float64),
+                             err_msg=what, **TOL)
+
+
+@functools.lru_cache(maxsize=None)
+def run(task, method, *args, params_from="npz", **kwargs):
+  """(output, intermediates) of ``method`` on the task's rebuilt batch."""
+  batch = fb.build_batch(task)
+  model = Hero(reference.model_config())
+  out, state = model.apply({"params": reference.params(params_from)}, batch, *args, method=method,
+                           mutable=["intermediates"], **kwargs)
+  return batch, out, state["intermediates"]
+
+
+def check_packed_rows(batch, rows_ours, z, key, what):
+  """Our cross-modal rows [V, R, M+T, H] against the fixture's packed rows."""
+  index = fb.packed_index(batch, z["out.f_row_len"])
+  close(fb.gather_packed(np.asarray(rows_ours), index), z[key][index.real], what)
+
+
+def cross_modal_output(inter):
+  return inter["v_encoder"]["cross_modal_output"][0]
+
+
+def temporal_layers(inter):
+  c = inter["v_encoder"]["c_encoder"]
+  return [c["embedding"][0]] + list(c["encoder"]["hidden_states"])
+
+
+@pytest.mark.parametrize("params_from", ["npz", "pt"])
+def test_repr(params_from):
+  z = fb.load_npz("repr")
+  batch, seq, inter = run("repr", Hero.__call__, params_from=params_from)
+  f = inter["v_encoder"]["f_encoder"]
+  cross_layers = [f["embedding"][0]] + list(f["encoder"]["hidden_states"])
+  packed_layers = list(z["out.f_hidden_states_packed"]) + [z["out.f_sequence_packed"]]
+  assert len(cross_layers) == len(packed_layers)
+  index = fb.packed_index(batch, z["out.f_row_len"])
+  rows = batch["row_ids"].shape[:2]
+  for i, (ours, theirs) in enumerate(zip(cross_layers, packed_layers)):
+    ours = np.asarray(ours).reshape(rows + ours.shape[-2:])   # layers see [V * R, L, H]
+    close(fb.gather_packed(ours, index), theirs[index.real], f"cross-modal layer {i}")
+  v = inter["v_encoder"]
+  close(v["frame_transform_output"][0], z["out.frame_transform"], "frame_transform")
+  close(v["matched_frames"][0], z["out.matched_v_feats"], "matched frames")
+  close(v["temporal_input"][0], z["out.c_input"], "temporal input")
+  theirs = list(z["out.c_hidden_states"]) + [z["out.c_sequence"]]
+  for i, (ours, t) in enumerate(zip(temporal_layers(inter), theirs)):
+    close(ours, t, f"temporal layer {i}")
+  close(seq, z["out.c_sequence"], "c_sequence")
+
+
+def test_mlm():
+  z = fb.load_npz("mlm")
+  batch, logits, inter = run("mlm", mlm.mlm_logits)
+  f = inter["v_encoder"]["f_encoder"]
+  check_packed_rows(batch, f["embedding"][0], z, "out.f_embedding_packed", "embedding")
+  check_packed_rows(batch, cross_modal_output(inter), z, "out.f_sequence_packed", "f_sequence")
+  w = batch["mlm_weights"].astype(bool)
+  close(np.asarray(logits)[w], z["out.mlm_logits"], "mlm logits")
+  np.testing.assert_array_equal(batch["mlm_labels"][w], z["batch.txt_labels"])
+  ce = common.cross_entropy(logits, batch["mlm_labels"])
+  close(np.asarray(ce)[w], z["loss.mlm_per_token"], "per-token CE")
+  loss, metrics = mlm.mlm_loss(Hero(reference.model_config()), reference.params(), batch)
+  close(loss, z["loss.mlm_train"], "train loss")
+  close(ratio(metrics["loss"]), z["val.loss"], "val loss")
+  close(ratio(metrics["acc"]), z["val.acc"], "val acc")
+
+
+def ratio(pair):
+  return float(pair[0]) / float(pair[1])
+
+
+def clip_input(batch):
+  """HERO's ``c_v_feats + v_encoder.mask_embedding[mask]`` (masked frames zeroed)."""
+  table = reference.params()["v_encoder"]["mask_embedding"]["embedding"]
+  mask = batch["mfm_mask"]
+  return np.where(mask[..., None] > 0, 0, batch["frames"]) + np.asarray(table)[mask]
+
+
+@pytest.mark.parametrize("task", ["mfm-nce", "mffr"])
+def test_mfm(task):
+  z = fb.load_npz(task)
+  batch, pred, inter = run(task, mfm.mfm_predictions)
+  mask = batch["mfm_mask"].astype(bool)
+  np.testing.assert_array_equal(mask, z["batch.c_v_masks"])
+  check_packed_rows(batch, cross_modal_output(inter), z, "out.f_sequence_packed", "f_sequence")
+  close(clip_input(batch), z["out.c_v_feats_masked"], "masked clip features")
+  close(inter["v_encoder"]["temporal_input"][0], z["out.c_input"], "temporal input")
+  close(temporal_layers(inter)[-1], z["out.c_sequence"], "c_sequence")
+  pred = np.asarray(pred)
+  model, params = Hero(reference.model_config()), reference.params()
+  if task == "mffr":
+    close(pred[mask], z["out.mffr_pred"], "mffr predictions")
+    close(np.square(pred[mask] - batch["frames"][mask]), z["loss.mffr_elementwise"], "elementwise")
+    loss, metrics = mfm.mffr_loss(model, params, batch)
+    close(loss, z["loss.mffr_train"], "train loss")
+    close(ratio(metrics["loss"]), z["val.loss"], "val loss")
+    close(ratio(metrics["cosine"]), z["val.cosine"], "val cosine")
+    return
+  close(pred[mask], z["out.mfm_pred"], "mfm predictions")
+  negatives = (~mask) & np.asarray(common.below_longest_video(batch["frame_mask"]))
+  close(pred[negatives], z["out.mfm_neg_pred"], "negative predictions")
+  logits = np.asarray(mfm.nce_logits(pred, batch["frames"], batch["mfm_mask"], batch["frame_mask"],
+                                     mfm.MfmNceSettings()))[0]
+  columns = np.concatenate([mask.reshape(-1), negatives.reshape(-1)])
+  close(logits[mask.reshape(-1)][:, columns], z["out.nce_logits"], "nce logits")
+  loss, metrics = mfm.mfm_nce_loss(model, params, batch)
+  close(loss, z["loss.nce_train"], "train loss")
+  for key in ("loss", "acc", "l2", "cosine"):
+    close(ratio(metrics[key]), z[f"val.{key}"], f"val {key}")
+
+
+def test_fom():
+  z = fb.load_npz("fom")
+  batch, logits, inter = run("fom", fom.fom_logits)
+  check_packed_rows(batch, cross_modal_output(inter), z, "out.f_sequence_packed", "f_sequence")
+  v = inter["v_encoder"]
+  close(v["frame_transform_output"][0], z["out.frame_transform"], "frame_transform")
+  close(v["temporal_input"][0], z["out.c_input_shuffled"], "shuffled temporal input")
+  close(temporal_layers(inter)[-1], z["out.c_sequence"], "c_sequence")
+  close(np.asarray(logits).reshape(-1, logits.shape[-1]), z["out.fom_logits"], "fom logits")
+  loss, metrics = fom.fom_loss(Hero(reference.model_config()), reference.params(), batch)
+  close(loss, z["loss.fom_train"], "train loss")
+  close(ratio(metrics["loss"]), z["val.loss"], "val loss")
+  close(ratio(metrics["acc"]), z["val.acc"], "val acc")
+
+
+def test_vsm_outputs():
+  z = fb.load_npz("vsm")
+  batch, (seq, queries, st, ed), inter = run("vsm", vsm.vsm_outputs)
+  check_packed_rows(batch, cross_modal_output(inter), z, "out.f_sequence_packed", "f_sequence")
+  close(seq, z["out.c_sequence"], "c_sequence")
+  q_flat = np.asarray(queries).reshape(-1, queries.shape[-1])
+  close(q_flat, z["out.modular_query"], "modular query")
+  tokens = np.asarray(inter["query_tokens"][0])
+  lengths = z["out.q_row_len"]
+  packed = np.concatenate([tokens[i, :n] for i, n in enumerate(lengths)])
+  close(packed, z["out.q_token_packed"], "query tokens")
+  close(np.asarray(inter["video_query_linear_output"][0]).reshape(q_flat.shape),
+        z["out.video_query_linear"], "video_query_linear")
+  scores = vsm.query_video_scores(q_flat, seq, batch["frame_mask"])
+  close(scores, z["out.q2video_scores"], "query-video scores")
+  # Every query against every video (the original's "cross" mode).
+  fm = batch["frame_mask"]
+
+  def all_pairs(m, q, frames):
+    return m.st_ed_logits(q[:, None], frames[None], fm[None], common.below_longest_video(fm)[None])
+  st_all, ed_all = Hero(reference.model_config()).apply(
+      {"params": reference.params()}, q_flat, seq, method=all_pairs)
+  close(st_all, z["out.st_logits"], "start logits")
+  close(ed_all, z["out.ed_logits"], "end logits")
+  own = np.asarray(z["batch.q_vidx"])
+  close(np.asarray(st).reshape(len(own), -1), z["out.st_logits"][np.arange(len(own)), own], "own start")
+
+
+@pytest.mark.parametrize("hard", ["off", "on"])
+def test_vsm_losses(hard):
+  z = fb.load_npz("vsm")
+  batch = fb.build_batch("vsm")
+  settings = dataclasses.replace(vsm.VsmSettings(), drop_svmr_prob=0.0)
+  step = settings.hard_negative_start_step if hard == "on" else 0
+  model, params = Hero(reference.model_config()), reference.params()
+  total, metrics = vsm.vsm_loss(model, params, batch, settings, step=step,
+                                rng=jax.random.key(0), deterministic=True)
+  prefix = f"loss.train_hardneg_{hard}"
+  n = float(metrics["loss_st_ed"][1])
+  close(total, z[f"{prefix}.total"], "train total")
+  close(settings.lw_st_ed * float(metrics["loss_st_ed"][0]) / n, z[f"{prefix}.st_ed"], "train st_ed")
+  close(settings.lw_neg_ctx * float(metrics["loss_neg_ctx"][0]) / n, z[f"{prefix}.neg_ctx"], "neg_ctx")
+  close(settings.lw_neg_q * float(metrics["loss_neg_q"][0]) / n, z[f"{prefix}.neg_q"], "neg_q")
+  # Evaluation reductions: summed start/end CE and per-query ranking losses.
+  prefix = f"loss.eval_hardneg_{hard}"
+  close(settings.lw_st_ed * float(metrics["loss_st_ed"][0]), z[f"{prefix}.st_ed"], "eval st_ed")
+  _, (seq, queries, _, _), _ = run("vsm", vsm.vsm_outputs)
+  scores = vsm.query_video_scores(np.asarray(queries).reshape(-1, queries.shape[-1]), seq,
+                                  batch["frame_mask"])
+  l_ctx, l_q = vsm.ranking_losses(scores, batch["query_ids"].shape[1], hard == "on", settings)
+  close(settings.lw_neg_ctx * np.asarray(l_ctx), z[f"{prefix}.neg_ctx"], "eval neg_ctx per query")
+  close(settings.lw_neg_q * np.asarray(l_q), z[f"{prefix}.neg_q"], "eval neg_q per query")
+  if hard == "off":
+    close(float(metrics["loss_st_ed"][0]) / n, z["val.loss_st_ed"], "val st_ed")
+    close(float(metrics["loss_neg_ctx"][0]) / n, z["val.loss_neg_ctx"], "val neg_ctx")
+    close(float(metrics["loss_neg_q"][0]) / n, z["val.loss_neg_q"], "val neg_q")
+    close(total, z["val.loss_overall"], "val overall")
+
+
+def test_vsm_local_branch_follows_drop_svmr_prob():
+  """The local start/end loss is on in a share 1 - drop_svmr_prob of steps."""
+  batch = fb.build_batch("vsm")
+  model, params = Hero(reference.model_config()), reference.params()
+
+  def loss_with(prob, rng):
+    settings = dataclasses.replace(vsm.VsmSettings(), drop_svmr_prob=prob)
+    return vsm.vsm_loss(model, params, batch, settings, rng=rng)
+
+  on_total, on = loss_with(0.0, jax.random.key(1))
+  off_total, off = loss_with(1.0, jax.random.key(1))
+  assert float(on["local_branch"][0]) == 1.0 and float(off["local_branch"][0]) == 0.0
+  st_ed = float(on["loss_st_ed"][0]) / float(on["loss_st_ed"][1])
+  close(float(on_total) - float(off_total), 0.01 * st_ed, "local term")
+  # Without an rng (evaluation) the local branch is always on.
+  assert float(loss_with(0.8, None)[1]["local_branch"][0]) == 1.0
+  settings = vsm.VsmSettings()   # drop_svmr_prob 0.8
+  keys = jax.random.split(jax.random.key(0), 2000)
+  share = float(jnp.mean(jax.vmap(lambda k: vsm.local_branch_on(k, settings))(keys)))
+  assert abs(share - 0.2) < 0.03, share
