@@ -33,3 +33,14 @@ def params(source: str = "npz"):
   out, _ = convert.state_dict_to_params(convert.load_state_dict(path), abstract_params(model_config()),
                                         strict=True)
   return out
+
+
+def vsm_settings(hard_negatives: bool = True):
+  """VSM settings as the fixtures ran them (``config.json`` ``vsm``)."""
+  from hero_jax.objectives import vsm
+  c = fb.fixture_config()["vsm"]
+  on = c["hard_negative_settings_when_on"]
+  return vsm.VsmSettings(lw_st_ed=c["lw_st_ed"], lw_neg_ctx=c["lw_neg_ctx"], lw_neg_q=c["lw_neg_q"],
+                         margin=c["margin"], ranking_loss=c["ranking_loss_type"],
+                         drop_svmr_prob=c["drop_svmr_prob_at_fixture_time"],
+                         hard_pool_size=on["hard_pool_size"], hard_neg_weight=on["hard_neg_weight"])

@@ -185,7 +185,7 @@ def test_vsm_outputs():
 def test_vsm_losses(hard):
   z = fb.load_npz("vsm")
   batch = fb.build_batch("vsm")
-  settings = dataclasses.replace(vsm.VsmSettings(), drop_svmr_prob=0.0)
+  settings = reference.vsm_settings()
   step = settings.hard_negative_start_step if hard == "on" else 0
   model, params = Hero(reference.model_config()), reference.params()
   total, metrics = vsm.vsm_loss(model, params, batch, settings, step=step,
@@ -218,14 +218,14 @@ def test_vsm_local_branch_follows_drop_svmr_prob():
   model, params = Hero(reference.model_config()), reference.params()
 
   def loss_with(prob, rng):
-    settings = dataclasses.replace(vsm.VsmSettings(), drop_svmr_prob=prob)
+    settings = dataclasses.replace(reference.vsm_settings(), drop_svmr_prob=prob)
     return vsm.vsm_loss(model, params, batch, settings, rng=rng)
 
   on_total, on = loss_with(0.0, jax.random.key(1))
   off_total, off = loss_with(1.0, jax.random.key(1))
   assert float(on["local_branch"][0]) == 1.0 and float(off["local_branch"][0]) == 0.0
   st_ed = float(on["loss_st_ed"][0]) / float(on["loss_st_ed"][1])
-  close(float(on_total) - float(off_total), 0.01 * st_ed, "local term")
+  close(float(on_total) - float(off_total), reference.vsm_settings().lw_st_ed * st_ed, "local term")
   # Without an rng (evaluation) the local branch is always on.
   assert float(loss_with(0.8, None)[1]["local_branch"][0]) == 1.0
   settings = vsm.VsmSettings()   # drop_svmr_prob 0.8
