@@ -1,0 +1,1 @@
+"""Data: subtitle-frame alignment (more to come: TFDS builders, tokenizers, grain pipelines)."""
