@@ -35,7 +35,7 @@ def params(source: str = "npz"):
   return out
 
 
-def vsm_settings(hard_negatives: bool = True):
+def vsm_settings():
   """VSM settings as the fixtures ran them (``config.json`` ``vsm``)."""
   from hero_jax.objectives import vsm
   c = fb.fixture_config()["vsm"]

@@ -135,10 +135,11 @@ def num_frames_from_subtitles(subtitles, frame_length: float = 1.5) -> int:
   seconds first, so this can be smaller than the frames the subtitles cover.
   0 when there are no subtitles (the original crashes there).
   """
-  subs = _check_subtitles(subtitles)
-  if not subs:
-    return 0
-  return int(int(subs[-1][1]) / frame_length)
+  return _frames_from_last_end(_check_subtitles(subtitles), frame_length)
+
+
+def _frames_from_last_end(subs: list, frame_length: float) -> int:
+  return int(int(subs[-1][1]) / frame_length) if subs else 0
 
 
 def pseudo_subtitles(num_frames: int, group: int = PSEUDO_SUB_GROUP) -> SubFrames:
@@ -207,8 +208,8 @@ def align_subtitles(subtitles: Sequence[Tuple[float, float]], num_frames: int,
     raise ValueError(f"num_tokens has {len(num_tokens)} entries for {len(subs)} subtitles")
   num_tokens = [_check_int(f"num_tokens[{i}]", n, 0) for i, n in enumerate(num_tokens)]
 
-  if num_frames == 0 and subs:
-    num_frames = int(int(subs[-1][1]) / frame_length)
+  if num_frames == 0:
+    num_frames = _frames_from_last_end(subs, frame_length)
   if not subs or num_frames == 0:
     return _pseudo_alignment(num_frames)
 
