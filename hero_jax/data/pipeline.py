@@ -1,0 +1,268 @@
+"""grain input pipelines: built datasets -> static-shape batches per objective.
+
+  source (tfds data_source, random access, no TensorFlow)
+    -> this process's shard (index ``process_index::process_count``)
+    -> shuffle (a new permutation every epoch, from the seed) -> repeat
+    -> decode + the objective's host transform, seeded by (seed, objective,
+       record index, epoch), in grain worker processes
+    -> ``BatchIterator``: counts skipped videos by reason, stacks
+       ``batch_videos`` examples (every batch has the layout's static shapes),
+       reports the padding share, saves / restores its position exactly.
+
+``make_global_batch`` turns a process-local batch into global ``jax.Array``s.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import os
+import zlib
+from typing import Optional
+
+import numpy as np
+
+from hero_jax import layout
+from hero_jax.data import records
+from hero_jax.objectives import host
+from hero_jax.objectives import registry
+
+STATE_VERSION = 1
+
+
+def dataset_dir(data_dir: str, dataset: str, version: Optional[str] = None) -> str:
+  """``<data_dir>/<name>/<config>/<version>`` (the newest version by default)."""
+  root = os.path.join(os.path.expanduser(data_dir), dataset)
+  if version is None:
+    versions = sorted((v for v in os.listdir(root) if v[:1].isdigit()),
+                      key=lambda v: tuple(int(x) for x in v.split(".")),
+                      ) if os.path.isdir(root) else []
+    if not versions:
+      raise FileNotFoundError(
+          f"no built dataset {dataset!r} in {data_dir} (looked for {root}/<version>); build it "
+          f"with: python -m hero_jax.data.build --dataset {dataset} --data_dir {data_dir}")
+    version = versions[-1]
+  path = os.path.join(root, version)
+  if not os.path.exists(os.path.join(path, "dataset_info.json")):
+    raise FileNotFoundError(f"{path} is not a built dataset (no dataset_info.json)")
+  return path
+
+
+class BuiltDataset:
+  """One split of a built dataset, its metadata and video-id index."""
+
+  def __init__(self, path: str, split: str):
+    import tensorflow_datasets as tfds
+    self.path, self.split = path, split
+    builder = tfds.builder_from_directory(path)
+    if split not in builder.info.splits:
+      raise ValueError(f"{path}: no split {split!r}; splits: {sorted(builder.info.splits)}")
+    self.source = builder.as_data_source(split)
+    self.metadata = dict(builder.info.metadata or {})
+    self.kind = self.metadata.get("kind")
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> dict:
+    return self.source[index]
+
+
+class VideoSource(BuiltDataset):
+  """Random access to the videos of a split: record, ``VideoExample``, vid lookup."""
+
+  def __init__(self, path: str, split: str, max_clip_len: Optional[int] = 100):
+    super().__init__(path, split)
+    if self.kind != "videos":
+      raise ValueError(f"{path} holds {self.kind!r} records, not videos")
+    self.max_clip_len = max_clip_len
+    self.video_ids = list(self.metadata["video_ids"][split])
+    if len(self.video_ids) != len(self.source):
+      raise ValueError(f"{path}: metadata lists {len(self.video_ids)} videos for split "
+                       f"{split!r} but the split has {len(self.source)} records")
+    self.index = {vid: i for i, vid in enumerate(self.video_ids)}
+    for i in {0, len(self.source) - 1}:  # records are in generation order: spot check
+      got = records._text(self.source[i]["vid"])
+      if got != self.video_ids[i]:
+        raise ValueError(f"{path}: record {i} is video {got!r}, metadata says "
+                         f"{self.video_ids[i]!r}; rebuild the dataset")
+
+  @property
+  def special_ids(self) -> host.SpecialIds:
+    ids = self.metadata["special_ids"]
+    return host.SpecialIds(cls=ids["cls"], sep=ids["sep"], pad=ids["pad"], unk=ids["unk"],
+                           mask=ids["mask"], v_range=tuple(ids["v_range"]))
+
+  @property
+  def feature_dim(self) -> int:
+    return int(self.metadata["feature_dim"])
+
+  def video(self, index: int) -> layout.VideoExample:
+    return records.decode_video(self.source[index], self.max_clip_len)
+
+  def video_by_id(self, vid: str, *, needed_by: str = "") -> layout.VideoExample:
+    if vid not in self.index:
+      raise KeyError(f"video {vid!r}{' of ' + needed_by if needed_by else ''} is not in "
+                     f"{self.path} split {self.split!r}")
+    return self.video(self.index[vid])
+
+
+class QueryJoin:
+  """Query records joined to their video at load time (queries hold only the id)."""
+
+  def __init__(self, queries: BuiltDataset, videos: VideoSource):
+    self.queries, self.videos = queries, videos
+
+  def __len__(self) -> int:
+    return len(self.queries)
+
+  def __getitem__(self, index: int) -> tuple:
+    q = self.queries[index]
+    vid = records._text(q["vid"])
+    return q, self.videos.video_by_id(vid, needed_by=f"query {records._text(q['qid'])!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineOptions:
+  """How one objective's batches are drawn (per process)."""
+  batch_videos: int
+  seed: int = 0
+  shuffle: bool = True
+  num_epochs: Optional[int] = None  # None: repeat forever
+  worker_count: int = 0
+  worker_buffer_size: int = 2
+
+  def __post_init__(self):
+    if self.batch_videos <= 0:
+      raise ValueError(f"batch_videos must be positive, got {self.batch_videos}")
+    if self.worker_count < 0:
+      raise ValueError(f"worker_count must be >= 0, got {self.worker_count}")
+
+
+def example_seed(seed: int, objective: str, record_index: int, epoch: int) -> list:
+  """The host transform's seed: one stream per (seed, objective, record, epoch)."""
+  return [int(seed), zlib.crc32(objective.encode()), int(record_index), int(epoch)]
+
+
+@dataclasses.dataclass
+class _Transform:
+  """Decode + host transform of one record; picklable for grain workers."""
+  objective: str
+  ctx: host.HostContext
+  seed: int
+  shard_len: int
+  max_clip_len: Optional[int]
+
+  def __call__(self, position: int, tagged) -> dict:
+    record_index, raw = tagged
+    epoch = position // self.shard_len
+    video = records.decode_video(raw, self.max_clip_len)
+    rng = np.random.default_rng(example_seed(self.seed, self.objective, record_index, epoch))
+    stats = collections.Counter()
+    try:
+      example = registry.get(self.objective).make_example(video, rng, self.ctx, stats)
+    except registry.SkipExample as e:
+      return {"skip": e.reason, "vid": video.vid}
+    except ValueError as e:
+      raise ValueError(f"objective {self.objective!r}, record {record_index}: {e}") from None
+    return {"example": example, "stats": dict(stats)}
+
+
+def _tag(index: int, raw) -> tuple:
+  return index, raw
+
+
+def _objective_module(name: str) -> None:
+  # The built-in objectives register on import; workers need them too.
+  import hero_jax.objectives  # noqa: F401
+  registry.get(name)
+
+
+class BatchIterator:
+  """Static-shape batches of one objective; ``get_state``/``set_state`` resume exactly.
+
+  ``skipped``: videos the objective could not use, by reason (never silent).
+  ``stats``: counts the host transforms report (e.g. truncated tokens).
+  ``padding``: ``layout.padding_share`` of the last batch.
+  """
+
+  def __init__(self, dataset, objective: str, batch_videos: int):
+    self._dataset = dataset
+    self._it = iter(dataset)
+    self.objective = objective
+    self.batch_videos = batch_videos
+    self.skipped = collections.Counter()
+    self.skipped_ids: dict = {}
+    self.stats = collections.Counter()
+    self.batches = 0
+    self.padding: dict = {}
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    examples = []
+    while len(examples) < self.batch_videos:
+      item = next(self._it)  # StopIteration ends a finite pipeline; a partial batch is dropped
+      if "skip" in item:
+        self.skipped[item["skip"]] += 1
+        ids = self.skipped_ids.setdefault(item["skip"], [])
+        if len(ids) < 5:
+          ids.append(item["vid"])
+        continue
+      self.stats.update(item["stats"])
+      examples.append(item["example"])
+    batch = layout.stack_examples(examples)
+    self.batches += 1
+    self.padding = layout.padding_share(batch)
+    return batch
+
+  def get_state(self) -> dict:
+    return {"version": STATE_VERSION, "grain": self._it.get_state(),
+            "skipped": dict(self.skipped), "stats": dict(self.stats), "batches": self.batches}
+
+  def set_state(self, state: dict) -> None:
+    if state.get("version") != STATE_VERSION:
+      raise ValueError(f"iterator state version {state.get('version')!r}, expected {STATE_VERSION}")
+    self._it.set_state(state["grain"])
+    self.skipped = collections.Counter(state["skipped"])
+    self.stats = collections.Counter(state["stats"])
+    self.batches = int(state["batches"])
+
+
+def make_pipeline(videos: VideoSource, objective: str, ctx: host.HostContext,
+                  options: PipelineOptions, *, process_index: Optional[int] = None,
+                  process_count: Optional[int] = None) -> BatchIterator:
+  """Batches of ``objective`` over this process's shard of ``videos``."""
+  import grain
+  _objective_module(objective)
+  if process_index is None or process_count is None:
+    import jax
+    process_index, process_count = jax.process_index(), jax.process_count()
+  ds = grain.MapDataset.source(videos.source).map_with_index(_tag)
+  ds = ds[process_index::process_count]
+  shard_len = len(ds)
+  if shard_len < options.batch_videos:
+    raise ValueError(f"{videos.path} split {videos.split!r}: process {process_index} has "
+                     f"{shard_len} videos, fewer than batch_videos={options.batch_videos}")
+  if options.shuffle:
+    ds = ds.shuffle(seed=options.seed)
+  ds = ds.repeat(options.num_epochs)
+  ds = ds.map_with_index(_Transform(objective, ctx, options.seed, shard_len,
+                                    videos.max_clip_len))
+  it_ds = ds.to_iter_dataset()
+  if options.worker_count > 0:
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=options.worker_count, per_worker_buffer_size=options.worker_buffer_size))
+  return BatchIterator(it_ds, objective, options.batch_videos)
+
+
+def host_context(videos: VideoSource, sizes: layout.LayoutSizes, **kwargs) -> host.HostContext:
+  """The host transforms' context with the dataset's special ids."""
+  return host.HostContext(sizes=sizes, ids=videos.special_ids, **kwargs)
+
+
+def make_global_batch(batch: dict, sharding) -> dict:
+  """Process-local numpy batch -> global ``jax.Array``s sharded on the V axis."""
+  import jax
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
