@@ -5,7 +5,8 @@ its subtitles are runs of topic words over consecutive frames, and a frame's
 feature is the mean embedding of its subtitle's words plus a smooth drift
 over time plus noise. So:
 
-* MLM: a masked word is predictable from the subtitle's frames and the topic;
+* MLM: a masked word is predictable from its neighbours (words mostly follow
+  a fixed successor of the previous word), the subtitle's frames and the topic;
 * MFM (NCE / regression): a masked frame is predictable from its subtitle's
   text and its neighbours' drift;
 * FOM: the drift is the same function of time in every video, so the
@@ -71,6 +72,15 @@ class _World:
     self.embeddings = rng.normal(size=(spec.vocab_words, spec.feature_dim)).astype(np.float32)
     self.freqs = rng.uniform(0.05, 0.6, size=spec.feature_dim).astype(np.float32)
     self.phases = rng.uniform(0, 2 * np.pi, size=spec.feature_dim).astype(np.float32)
+    self.successor = rng.permutation(spec.vocab_words)
+
+  def sentence(self, rng, topic, length: int) -> np.ndarray:
+    """Words that mostly follow their predecessor's fixed successor."""
+    words = [int(rng.choice(topic))]
+    for _ in range(length - 1):
+      follow = rng.random() < 0.7
+      words.append(int(self.successor[words[-1]]) if follow else int(rng.choice(topic)))
+    return np.asarray(words)
 
   def drift(self, n: int) -> np.ndarray:
     t = np.arange(n, dtype=np.float32)[:, None]
@@ -92,7 +102,7 @@ def _video(spec: SyntheticSpec, world: _World, split: str, index: int):
   fl = spec.frame_length
   while f < n:
     length = int(min(rng.integers(1, 4), n - f))
-    w = rng.choice(topic, size=int(rng.integers(spec.min_sub_words, spec.max_sub_words + 1)))
+    w = world.sentence(rng, topic, int(rng.integers(spec.min_sub_words, spec.max_sub_words + 1)))
     frames[f:f + length] += world.embeddings[w].mean(axis=0)
     subs.append({"text": " ".join(f"w{i}" for i in w),
                  "start": round(f * fl + 0.1, 3), "end": round((f + length) * fl - 0.1, 3)})

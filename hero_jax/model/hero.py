@@ -147,7 +147,10 @@ class LinearLayer(nn.Module):
     x = L.layer_norm(cfg, cfg.ln_eps, self.in_axis)(x)
     x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
     fan_in = x.shape[-1] if self.torch_default_init else None
-    x = L.dense(cfg, cfg.hidden_size, (self.in_axis, "embed"), "net_1", torch_default_init=fan_in)(x)
+    # An embed -> embed kernel names its output axis embed_out (a mesh axis
+    # may shard only one dimension of an array).
+    out_axis = "embed_out" if self.in_axis == "embed" else "embed"
+    x = L.dense(cfg, cfg.hidden_size, (self.in_axis, out_axis), "net_1", torch_default_init=fan_in)(x)
     return jax.nn.relu(x)
 
 

@@ -37,7 +37,8 @@ def dummy_inputs(cfg: HeroConfig):
   return arrays, query_ids, query_mask
 
 
-def _init_fn(cfg: HeroConfig):
+def init_fn(cfg: HeroConfig):
+  """``key -> params`` (unboxed) of a fresh model; jit or eval_shape it."""
   batch, query_ids, query_mask = dummy_inputs(cfg)
 
   def init(key):
@@ -48,7 +49,7 @@ def _init_fn(cfg: HeroConfig):
 
 @functools.lru_cache(maxsize=16)
 def _abstract_params(cfg: HeroConfig):
-  return jax.eval_shape(_init_fn(cfg), jax.random.key(0))
+  return jax.eval_shape(init_fn(cfg), jax.random.key(0))
 
 
 def abstract_params(cfg: HeroConfig):
@@ -62,7 +63,7 @@ def abstract_params(cfg: HeroConfig):
 
 def init_params(cfg: HeroConfig, seed: int = 0):
   """Freshly initialised params (HERO's from-scratch init, spec 1.11)."""
-  return jax.jit(_init_fn(cfg))(jax.random.key(seed))
+  return jax.jit(init_fn(cfg))(jax.random.key(seed))
 
 
 def count_params(params) -> int:

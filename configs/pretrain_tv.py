@@ -1,0 +1,29 @@
+"""HERO's TV pre-training recipe (the original's pretrain-tv-16gpu.json + hero_pretrain.json).
+
+  python -m hero_jax.data.build --dataset hero_tv/videos --manual_dir ~/hero_data
+  python -m hero_jax.main --config configs/pretrain_tv.py --workdir ~/runs/hero_tv \\
+      --config.init.checkpoint=~/roberta-base/pytorch_model.bin
+  # TPU pod: ./launch_tpu.sh (see the README), which adds --distributed
+
+1024 videos per update (the original: 16 GPUs x 32 videos x 2 accumulation
+steps), objectives mlm : mfm-nce : fom : vsm = 2 : 2 : 1 : 2, AdamW
+(0.9, 0.98), lr 3e-5, 10k warmup steps, 100k steps, bfloat16 compute.
+"""
+
+from configs import common
+
+
+def get_config():
+  c = common.base_config()
+  c.seed = 77
+  c.model.preset = "base"
+  c.model.overrides = {"mlm_vocab_size": 50265}
+  c.compute_dtype = "bfloat16"
+  c.init.format = "roberta"
+  c.train.update({"num_steps": 100000, "batch_videos": 512, "accum_steps": 2,
+                  "learning_rate": 3e-5, "warmup_steps": 10000})
+  c.objectives.vsm.update({"hard_negative_start_step": 20000, "hard_pool_size": 20,
+                           "hard_neg_weight": 10.0, "drop_svmr_prob": 0.8})
+  c.eval_every = 500
+  c.checkpoint_every = 500
+  return c

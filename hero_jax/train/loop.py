@@ -1,0 +1,286 @@
+"""The pre-training loop: task-sampled steps, evaluation, metrics, checkpoints, resume.
+
+Each optimizer update draws one (dataset, objective) task from (seed, step),
+takes ``accum_steps`` batches of it from that task's pipeline and runs that
+objective's compiled step. Everything that decides a step (task draw, batch
+contents, dropout rng) is a function of the seed, the step and the restored
+iterator states, so a resumed run continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import signal
+import time
+from typing import Optional
+
+import jax
+import numpy as np
+
+from hero_jax.data import pipeline
+from hero_jax.model.hero import Hero
+from hero_jax.train import checkpointing, optimizer, sharding, step as step_lib, tasks, writers
+
+
+log = logging.getLogger("hero_jax")
+
+
+class NonFiniteError(FloatingPointError):
+  """A loss or gradient was not finite (the update was skipped, nothing saved)."""
+
+
+def open_videos(entry, split: str, config) -> pipeline.VideoSource:
+  """The dataset's split; the synthetic set is built on first use."""
+  path = tasks.dataset_path(entry)
+  if not os.path.isdir(path) and entry["name"].startswith("hero_synthetic/"):
+    import dataclasses
+    from hero_jax.data import build, synthetic
+    spec = dataclasses.replace(synthetic.SyntheticSpec(), **dict(config.data.synthetic))
+    build.build(entry["name"], os.path.expanduser(entry["data_dir"]), spec=spec)
+  return pipeline.VideoSource(pipeline.dataset_dir(entry["data_dir"], entry["name"]), split,
+                              config.data.max_clip_len)
+
+
+def check_data_fits_model(videos: pipeline.VideoSource, cfg) -> None:
+  if videos.feature_dim != cfg.frame_feat_dim:
+    raise ValueError(f"{videos.path}: frame features have dim {videos.feature_dim}, the model "
+                     f"config.model frame_feat_dim is {cfg.frame_feat_dim}")
+  ids = videos.special_ids
+  top = max(ids.cls, ids.sep, ids.pad, ids.unk, ids.mask, ids.v_range[1] - 1)
+  if top >= cfg.vocab_size:
+    raise ValueError(f"{videos.path}: token ids reach {top}, the model's vocab_size is "
+                     f"{cfg.vocab_size}")
+
+
+def _architecture(cfg):
+  """The config without the fields that do not change the parameters."""
+  return cfg.replace(dtype="float32", hidden_dropout=0.0, attention_dropout=0.0)
+
+
+def init_params(config, cfg):
+  """Params to start from (numpy), or None for a fresh init."""
+  path = config.init.checkpoint
+  if not path:
+    return None
+  path = os.path.expanduser(path)
+  if config.init.format == "hero":
+    from hero_jax.convert.checkpoint import load_hero_checkpoint
+    params, saved_cfg = load_hero_checkpoint(path)
+    if _architecture(saved_cfg) != _architecture(cfg):
+      raise ValueError(f"config.init.checkpoint {path} holds a model with config {saved_cfg}, "
+                       f"which does not fit config.model ({cfg})")
+    return jax.device_get(params)
+  if config.init.format == "roberta":
+    from hero_jax.convert import files, roberta
+    params, report = roberta.from_roberta(files.load_state_dict(path), cfg, seed=config.seed)
+    log.info("RoBERTa init from %s: %s", path, report)
+    return params
+  raise ValueError(f"config.init.format must be 'hero' or 'roberta', got {config.init.format!r}")
+
+
+class Trainer:
+  """Holds the run's pieces; ``train()`` and ``evaluate()`` are the two modes."""
+
+  def __init__(self, config, workdir: str):
+    self.config, self.workdir = config, workdir
+    self.mesh = sharding.make_mesh(dict(config.mesh.shape))
+    self.rules = sharding.rules_from_config(config.mesh.rules)
+    self.cfg = tasks.hero_config(config)
+    self.model = Hero(self.cfg)
+    self.settings = {name: s for name, (_, s) in tasks.objective_settings(config).items()}
+    self.tasks = tasks.tasks(config)
+    self.sizes = tasks.layout_sizes(config)
+    t = config.train
+    batch_shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+    if t.batch_videos % batch_shards or t.batch_videos % jax.process_count():
+      raise ValueError(f"config.train.batch_videos={t.batch_videos} must be divisible by the "
+                       f"batch shards (data x fsdp = {batch_shards}) and the process count "
+                       f"({jax.process_count()})")
+    self.local_batch = t.batch_videos // jax.process_count()
+    self.tx, self.schedule = optimizer.hero_adamw(
+        t.learning_rate, t.warmup_steps, t.num_steps, b1=t.b1, b2=t.b2, eps=t.eps,
+        weight_decay=t.weight_decay, grad_clip=t.grad_clip)
+    self.train_videos = {key: open_videos(e, config.data.train_split, config)
+                         for key, e in config.data.datasets.items()}
+    for v in self.train_videos.values():
+      check_data_fits_model(v, self.cfg)
+    self.iterators = {self._key(task): self._pipeline(task) for task in self.tasks}
+    self.state = step_lib.create_state(self.cfg, self.tx, self.mesh, self.rules, config.seed,
+                                       init_params(config, self.cfg))
+    self.shardings = step_lib.state_shardings(self.state)
+    self.steps, self.eval_steps, self.val_videos = {}, {}, {}
+    self.checkpoints = checkpointing.manager(workdir, config.keep_checkpoints)
+    self.writer = writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    self.stop_requested = False
+
+  @staticmethod
+  def _key(task) -> str:
+    return f"{task.dataset}:{task.objective}"
+
+  def _context(self, videos):
+    return pipeline.host_context(videos, self.sizes, max_txt_len=self.config.host.max_txt_len,
+                                 mask_prob=self.config.host.mask_prob,
+                                 queries_per_video=self.sizes.queries)
+
+  def _pipeline(self, task, videos=None, **options):
+    videos = videos or self.train_videos[task.dataset]
+    options = {"batch_videos": self.local_batch, "seed": self.config.seed,
+               "worker_count": self.config.data.worker_count, **options}
+    return pipeline.make_pipeline(videos, task.objective, self._context(videos),
+                                  pipeline.PipelineOptions(**options))
+
+  def _train_step(self, objective: str):
+    if objective not in self.steps:
+      from hero_jax.objectives import registry
+      self.steps[objective] = step_lib.make_train_step(
+          self.model, registry.get(objective), self.settings[objective], self.tx, self.mesh,
+          self.rules, self.shardings, self.config.train.accum_steps)
+    return self.steps[objective]
+
+  # --- state ------------------------------------------------------------------
+
+  def restore(self) -> int:
+    """Resumes from the newest checkpoint; returns the step to continue from."""
+    restored = checkpointing.restore(self.checkpoints, self.state)
+    if restored is None:
+      return 0
+    self.state, data_state, step = restored
+    for key, it in self.iterators.items():
+      if key not in data_state:
+        raise ValueError(f"checkpoint step {step} has no data state for task {key}; "
+                         f"its tasks: {sorted(data_state)}")
+      it.set_state(data_state[key])
+    log.info("resumed from checkpoint step %d", step)
+    return step
+
+  def save(self, step: int) -> None:
+    data_state = {k: it.get_state() for k, it in self.iterators.items()}
+    checkpointing.save(self.checkpoints, step, self.state, data_state,
+                       json.loads(self.config.to_json_best_effort()))
+
+  # --- steps ------------------------------------------------------------------
+
+  def next_batch(self, task) -> dict:
+    it = self.iterators[self._key(task)]
+    micro = [next(it) for _ in range(self.config.train.accum_steps)]
+    local = {k: np.stack([m[k] for m in micro]) for k in micro[0]}
+    return pipeline.make_global_batch(local, sharding.batch_sharding(self.mesh, leading_axes=1))
+
+  def train(self) -> dict:
+    """Runs to ``train.num_steps``; returns the last logged train and eval scalars."""
+    c = self.config
+    step = self.restore()
+    previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+    pending, last = [], {}
+    start_time, start_step = time.time(), step
+    try:
+      while step < c.train.num_steps:
+        task = tasks.draw_task(self.tasks, c.seed, step)
+        batch = self.next_batch(task)
+        rng = jax.random.fold_in(jax.random.key(c.seed), step)
+        self.state, outputs = self._train_step(task.objective)(self.state, batch, rng)
+        step += 1
+        pending.append((step, task, outputs))
+        boundary = step % c.log_every == 0 or step == c.train.num_steps
+        saving = step % c.checkpoint_every == 0 or step == c.train.num_steps or self.stop_requested
+        if boundary or saving:
+          last.update(self._log(pending, step, start_time, start_step))
+          pending = []
+        if c.eval_every and (step % c.eval_every == 0 or step == c.train.num_steps):
+          last.update(self.evaluate(step))
+        if saving:
+          self.save(step)
+        if self.stop_requested:
+          log.warning("SIGTERM: saved checkpoint %d, exiting", step)
+          break
+    finally:
+      signal.signal(signal.SIGTERM, previous)
+      self.checkpoints.wait_until_finished()
+      self.writer.flush()
+    return last
+
+  def _on_sigterm(self, signum, frame):
+    del signum, frame
+    self.stop_requested = True
+
+  def _log(self, pending, step, start_time, start_step) -> dict:
+    pending = jax.device_get(pending)
+    for s, task, out in pending:
+      if not out["finite"]:
+        raise NonFiniteError(f"non-finite loss or gradient at step {s}, objective "
+                             f"{task.objective!r} (dataset {task.dataset}); the update was "
+                             f"skipped and no checkpoint holds it")
+    sums = collections.defaultdict(lambda: [0.0, 0.0])
+    for _, task, out in pending:
+      for name, (total, count) in out["metrics"].items():
+        sums[f"train/{task.objective}/{name}"][0] += float(total)
+        sums[f"train/{task.objective}/{name}"][1] += float(count)
+    scalars = {k: t / max(n, 1e-9) for k, (t, n) in sums.items()}
+    last_out = pending[-1][2]
+    elapsed = max(time.time() - start_time, 1e-9)
+    steps_per_s = (step - start_step) / elapsed
+    videos = self.config.train.batch_videos * self.config.train.accum_steps
+    scalars.update({"train/grad_norm": float(last_out["grad_norm"]),
+                    "train/param_norm": float(last_out["param_norm"]),
+                    "train/learning_rate": float(self.schedule(step - 1)),
+                    "perf/steps_per_s": steps_per_s, "perf/videos_per_s": steps_per_s * videos})
+    for key, it in self.iterators.items():
+      for kind, share in it.padding.items():
+        scalars[f"data/{key}/padding_{kind}"] = share
+      for reason, n in it.skipped.items():
+        scalars[f"data/{key}/skipped_{reason}"] = n
+    self.writer.write_scalars(step, scalars)
+    self.writer.flush()  # a killed run keeps its metrics up to here
+    task = pending[-1][1]
+    loss = scalars.get(f"train/{task.objective}/loss", float("nan"))
+    eta = (self.config.train.num_steps - step) / max(steps_per_s, 1e-9)
+    log.info("step %d/%d %s loss %.4f | %.2f steps/s %.1f videos/s | ETA %s", step,
+                 self.config.train.num_steps, task.objective, loss, steps_per_s,
+                 steps_per_s * videos, time.strftime("%H:%M:%S", time.gmtime(eta)))
+    return scalars
+
+  def evaluate(self, step: int) -> dict:
+    """Every objective on the val split of every dataset: merged (sum, count) metrics."""
+    from hero_jax.objectives import registry
+    c = self.config
+    out = {}
+    for task in self.tasks:
+      if task.dataset not in self.val_videos:
+        self.val_videos[task.dataset] = open_videos(c.data.datasets[task.dataset],
+                                                    c.data.val_split, c)
+      videos = self.val_videos[task.dataset]
+      batch_videos = min(self.local_batch, len(videos))
+      batch_videos -= batch_videos % (self.mesh.shape["data"] * self.mesh.shape["fsdp"])
+      it = self._pipeline(task, videos, batch_videos=max(batch_videos, 1), shuffle=False,
+                          num_epochs=1, worker_count=0)
+      if task.objective not in self.eval_steps:
+        self.eval_steps[task.objective] = step_lib.make_eval_step(
+            self.model, registry.get(task.objective), self.settings[task.objective], self.mesh,
+            self.rules, self.shardings.params)
+      sums = collections.defaultdict(lambda: [0.0, 0.0])
+      for _, batch in zip(range(c.eval_batches), it):
+        arrays = pipeline.make_global_batch(batch, sharding.batch_sharding(self.mesh))
+        metrics = jax.device_get(self.eval_steps[task.objective](
+            self.state.params, arrays, self.state.step))
+        for name, (total, count) in metrics.items():
+          sums[name][0] += float(total)
+          sums[name][1] += float(count)
+      for name, (total, count) in sums.items():
+        out[f"val/{task.dataset}/{task.objective}/{name}"] = total / max(count, 1e-9)
+    self.writer.write_scalars(step, out)
+    self.writer.flush()
+    log.info("eval step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in sorted(out.items())))
+    return out
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  return Trainer(config, workdir).train()
+
+
+def evaluate_only(config, workdir: str, step: Optional[int] = None) -> dict:
+  trainer = Trainer(config, workdir)
+  step = trainer.restore()
+  return trainer.evaluate(step)

@@ -1,0 +1,120 @@
+"""Train state, its sharded creation, and one jitted train / eval step per objective.
+
+A train step takes ``accum_steps`` micro-batches of one objective (leading
+axis), sums their gradients (as the original), applies the optimizer and
+returns the new state with the objective's ``(sum, count)`` metrics. If the
+loss or any gradient is not finite the update is skipped on device (the
+state stays clean, so a non-finite value is never saved) and ``finite`` is
+reported for the host to stop the run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from hero_jax.model import params as params_lib
+from hero_jax.model.hero import Hero
+from hero_jax.train import sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def boxed_abstract_variables(cfg):
+  batch, query_ids, query_mask = params_lib.dummy_inputs(cfg)
+  return jax.eval_shape(
+      lambda k: Hero(cfg).init(k, batch, query_ids, query_mask, method=Hero.init_all),
+      jax.random.key(0))
+
+
+def create_state(cfg, tx, mesh, rules, seed: int, params=None) -> TrainState:
+  """The state created already sharded (``params`` given: placed, not initialised)."""
+  shardings = sharding.param_shardings(boxed_abstract_variables(cfg), mesh, rules)
+
+  def init(key, given):
+    p = given if given is not None else params_lib.init_fn(cfg)(key)
+    p = jax.lax.with_sharding_constraint(p, shardings)
+    return TrainState(step=jnp.zeros([], jnp.int32), params=p, opt_state=tx.init(p))
+
+  with jax.set_mesh(mesh):
+    return jax.jit(init)(jax.random.key(seed), params)
+
+
+def state_shardings(state: TrainState):
+  return jax.tree.map(lambda x: x.sharding, state)
+
+
+def _tree_add(a, b):
+  return jax.tree.map(jnp.add, a, b)
+
+
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def make_train_step(model: Hero, objective, settings, tx, mesh, rules, shardings, accum_steps: int):
+  """A jitted ``(state, batch, rng) -> (state, outputs)`` for one objective."""
+  def micro_grads(params, micro_batch, rng, step):
+    def loss_fn(p):
+      return objective.loss(model, p, micro_batch, settings, step=step, rng=rng,
+                            deterministic=False)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return loss, metrics, grads
+
+  def step_fn(state: TrainState, batch, rng):
+    rngs = jax.random.split(rng, accum_steps)
+    first = jax.tree.map(lambda x: x[0], batch)
+    loss, metrics, grads = micro_grads(state.params, first, rngs[0], state.step)
+    if accum_steps > 1:
+      def body(carry, xs):
+        micro, r = xs
+        l, m, g = micro_grads(state.params, micro, r, state.step)
+        return _tree_add(carry, (l, m, g)), None
+      rest = jax.tree.map(lambda x: x[1:], batch)
+      (loss, metrics, grads), _ = jax.lax.scan(body, (loss, metrics, grads), (rest, rngs[1:]))
+    finite = jnp.isfinite(loss) & _all_finite(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    new_state = TrainState(step=state.step + 1, params=keep(new_params, state.params),
+                           opt_state=keep(opt_state, state.opt_state))
+    outputs = {"metrics": metrics, "finite": finite, "grad_norm": optax.tree.norm(grads),
+               "param_norm": optax.tree.norm(new_state.params)}
+    return new_state, outputs
+
+  batch_sharding = sharding.batch_sharding(mesh, leading_axes=1)
+  jitted = jax.jit(step_fn, in_shardings=(shardings, batch_sharding, sharding.replicated(mesh)),
+                   out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+
+  def run(state, batch, rng):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      return jitted(state, batch, rng)
+  run.jitted = jitted
+  return run
+
+
+def make_eval_step(model: Hero, objective, settings, mesh, rules, param_shardings):
+  """A jitted ``(params, batch, step) -> metrics`` (deterministic, no rng)."""
+  def eval_fn(params, batch, step):
+    _, metrics = objective.loss(model, params, batch, settings, step=step, rng=None,
+                                deterministic=True)
+    return metrics
+
+  jitted = jax.jit(eval_fn, in_shardings=(param_shardings, sharding.batch_sharding(mesh),
+                                          sharding.replicated(mesh)),
+                   out_shardings=sharding.replicated(mesh))
+
+  def run(params, batch, step):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      return jitted(params, batch, step)
+  return run

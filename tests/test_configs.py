@@ -1,0 +1,53 @@
+"""Every shipped config loads, locks, and resolves to a model, tasks and optimizer settings."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from hero_jax.model.config import HeroConfig
+from hero_jax.train import sharding, tasks
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p.name for p in (REPO / "configs").glob("pretrain_*.py"))
+
+
+def load(name):
+  spec = importlib.util.spec_from_file_location(name[:-3], REPO / "configs" / name)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  assert "python -m hero_jax.main --config configs/" + name in module.__doc__  # usage line
+  return module.get_config()
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_resolves(name):
+  c = load(name)
+  c.lock()
+  cfg = tasks.hero_config(c)
+  assert isinstance(cfg, HeroConfig)
+  task_list = tasks.tasks(c)
+  assert {t.objective for t in task_list} == {"mlm", "mfm-nce", "fom", "vsm"}
+  assert sharding.rules_from_config(c.mesh.rules)
+  assert c.train.batch_videos > 0
+
+
+def test_the_tv_recipe_is_the_original():
+  c = load("pretrain_tv.py")
+  assert c.train.batch_videos * c.train.accum_steps == 1024
+  assert (c.train.learning_rate, c.train.warmup_steps, c.train.num_steps) == (3e-5, 10000, 100000)
+  assert (c.train.b1, c.train.b2, c.train.eps, c.train.weight_decay, c.train.grad_clip) == (
+      0.9, 0.98, 1e-6, 0.01, 1.0)
+  ratios = {t.objective: t.weight for t in tasks.tasks(c)}
+  assert ratios == {"mlm": 2.0, "mfm-nce": 2.0, "fom": 1.0, "vsm": 2.0}
+  settings = dict(tasks.objective_settings(c))
+  vsm = settings["vsm"][1]
+  assert (vsm.hard_negative_start_step, vsm.hard_pool_size, vsm.hard_neg_weight) == (20000, 20, 10)
+  assert tasks.hero_config(c).hidden_size == 768
+
+
+def test_unknown_preset_is_an_error():
+  c = load("pretrain_tiny.py")
+  c.model.preset = "huge"
+  with pytest.raises(ValueError, match="unknown 'huge'"):
+    tasks.hero_config(c)

@@ -1,0 +1,179 @@
+"""Optimizer as the original, task draws, mesh-independent steps, non-finite handling."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from hero_jax import layout
+from hero_jax.data import build, pipeline, synthetic
+from hero_jax.model import config as model_config
+from hero_jax.model import params as params_lib
+from hero_jax.model.hero import Hero
+from hero_jax.objectives import registry
+from hero_jax.train import optimizer, sharding, step as step_lib, tasks
+
+OBJECTIVES = ("mlm", "mfm-nce", "mffr", "fom", "vsm")
+
+
+def torch_style_adamw(params, grads_seq, lrs, *, b1=0.9, b2=0.98, eps=1e-6, wd=0.01, clip=1.0,
+                      decay=None):
+  """The original's update in numpy: clip, bias-corrected Adam, then p -= lr*wd*p."""
+  p = {k: v.astype(np.float64) for k, v in params.items()}
+  m = {k: np.zeros_like(v) for k, v in p.items()}
+  v2 = {k: np.zeros_like(v) for k, v in p.items()}
+  for t, (g, lr) in enumerate(zip(grads_seq, lrs), 1):
+    norm = np.sqrt(sum(np.sum(x.astype(np.float64) ** 2) for x in g.values()))
+    scale = min(1.0, clip / (norm + 1e-6))
+    for k in p:
+      gk = g[k] * scale
+      m[k] = b1 * m[k] + (1 - b1) * gk
+      v2[k] = b2 * v2[k] + (1 - b2) * gk * gk
+      mhat, vhat = m[k] / (1 - b1 ** t), v2[k] / (1 - b2 ** t)
+      p[k] = p[k] - lr * mhat / (np.sqrt(vhat) + eps)
+      if decay[k]:
+        p[k] = p[k] - lr * wd * p[k]
+  return p
+
+
+def test_adamw_matches_the_original_update():
+  rng = np.random.default_rng(0)
+  params = {"kernel": rng.normal(size=(3, 4)).astype(np.float32),
+            "bias": rng.normal(size=(4,)).astype(np.float32)}
+  grads_seq = [{k: 3 * rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
+               for _ in range(4)]
+  tx, schedule = optimizer.hero_adamw(1e-2, warmup_steps=2, total_steps=10)
+  state, p = tx.init(params), params
+  for g in grads_seq:
+    updates, state = tx.update(g, state, p)
+    p = optax.apply_updates(p, updates)
+  lrs = [float(schedule(i)) for i in range(4)]
+  ref = torch_style_adamw(params, grads_seq, lrs, decay={"kernel": True, "bias": False})
+  for k in params:
+    np.testing.assert_allclose(p[k], ref[k], rtol=1e-5, atol=1e-6)
+
+
+def test_schedule_and_decay_mask_follow_the_original():
+  schedule = optimizer.learning_rate(3e-5, warmup_steps=10000, total_steps=100000)
+  # Update k is the original's global_step k + 1.
+  assert float(schedule(0)) == pytest.approx(1e-8)  # 3e-9, clamped at 1e-8
+  np.testing.assert_allclose(float(schedule(999)), 3e-5 * 1000 / 10000, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(9999)), 3e-5, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(54999)), 3e-5 * 45000 / 90000, rtol=1e-6)
+  assert float(schedule(100000)) == pytest.approx(1e-8)
+  mask = optimizer.decay_mask(params_lib.abstract_params(model_config.tiny_config()))
+  enc = mask["v_encoder"]
+  assert not enc["f_encoder"]["img_embeddings"]["img_LayerNorm"]["scale"]
+  assert not enc["f_encoder"]["encoder"]["layer_0"]["output"]["LayerNorm"]["scale"]
+  assert not enc["f_encoder"]["encoder"]["layer_0"]["output"]["dense"]["bias"]
+  assert enc["f_encoder"]["encoder"]["layer_0"]["output"]["dense"]["kernel"]
+  assert enc["feat_regress"]["net_2"]["scale"]  # named net.2 in the original: decayed
+  assert enc["mask_embedding"]["embedding"]
+
+
+def test_task_draws_are_a_function_of_seed_and_step():
+  task_list = [tasks.Task("tv", "mlm", 2.0), tasks.Task("tv", "fom", 1.0), tasks.Task("ht", "vsm", 1.0)]
+  draws = [tasks.draw_task(task_list, 7, s) for s in range(4000)]
+  assert draws == [tasks.draw_task(task_list, 7, s) for s in range(4000)]
+  share = np.mean([d.objective == "mlm" for d in draws])
+  assert abs(share - 0.5) < 0.03
+  assert draws != [tasks.draw_task(task_list, 8, s) for s in range(4000)]
+
+
+# One layer per stack keeps the 20 compiles of the mesh test affordable on CPU.
+CFG = model_config.tiny_config(frame_feat_dim=16, vocab_size=128, mlm_vocab_size=125,
+                               cross_layers=1, temporal_layers=1, hidden_dropout=0.0,
+                               attention_dropout=0.0)
+SIZES = layout.LayoutSizes(max_frames=20, max_rows=16, max_row_frames=4, max_row_tokens=9,
+                           queries=2, max_query_tokens=9, max_predictions=24)
+
+
+@pytest.fixture(scope="module")
+def batches(tmp_path_factory):
+  spec = synthetic.SyntheticSpec(train_videos=16, val_videos=2, feature_dim=16, max_frames=20)
+  b = build.build("hero_synthetic/videos", str(tmp_path_factory.mktemp("tfds")), spec=spec)
+  videos = pipeline.VideoSource(b.data_dir, "train", max_clip_len=20)
+  ctx = pipeline.host_context(videos, SIZES, queries_per_video=2)
+  out = {}
+  for name in OBJECTIVES:
+    it = pipeline.make_pipeline(videos, name, ctx, pipeline.PipelineOptions(batch_videos=8),
+                                process_index=0, process_count=1)
+    out[name] = {k: v[None] for k, v in next(it).items()}  # one micro-step
+  return out
+
+
+MESHES = ({"data": 1}, {"data": 8}, {"data": 4, "fsdp": 2}, {"data": 2, "model": 4})
+
+
+@pytest.fixture(scope="module")
+def states():
+  """A fresh state per mesh (the train step donates its input: steps get copies)."""
+  tx, _ = optimizer.hero_adamw(1e-3, 2, 10)
+  out = {}
+  for shape in MESHES:
+    devices = jax.devices()[:1] if shape == {"data": 1} else jax.devices()
+    mesh = sharding.make_mesh(shape, devices)
+    out[str(shape)] = (mesh, step_lib.create_state(CFG, tx, mesh, sharding.DEFAULT_RULES, 0))
+  return tx, out
+
+
+def one_step(objective, batch, mesh, state, tx):
+  rules = sharding.DEFAULT_RULES
+  settings = registry.get(objective).make_settings(
+      {"hard_negative_start_step": 0, "hard_pool_size": 3} if objective == "vsm" else {})
+  run = step_lib.make_train_step(Hero(CFG), registry.get(objective), settings, tx, mesh, rules,
+                                 step_lib.state_shardings(state), accum_steps=1)
+  arrays = pipeline.make_global_batch(batch, sharding.batch_sharding(mesh, leading_axes=1))
+  new_state, out = run(jax.tree.map(jnp.copy, state), arrays, jax.random.key(3))
+  return jax.device_get((new_state.params, out))
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_meshes_give_the_same_losses_and_updates(batches, states, objective):
+  assert len(jax.devices()) == 8
+  tx, by_mesh = states
+  ref_params, ref_out = one_step(objective, batches[objective], *by_mesh[str(MESHES[0])], tx)
+  assert ref_out["finite"]
+  for shape in MESHES[1:]:
+    params, out = one_step(objective, batches[objective], *by_mesh[str(shape)], tx)
+    for name, (total, count) in ref_out["metrics"].items():
+      np.testing.assert_allclose(out["metrics"][name][0], total, rtol=1e-5, atol=1e-5,
+                                 err_msg=f"{shape} {name}")
+      np.testing.assert_allclose(out["metrics"][name][1], count, rtol=1e-5, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+                 params, ref_params)
+
+
+def test_fsdp_and_tensor_rules_shard_the_parameters():
+  mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "model": 2})
+  specs = sharding.param_shardings(step_lib.boxed_abstract_variables(CFG), mesh,
+                                   sharding.DEFAULT_RULES)
+  layer = specs["v_encoder"]["f_encoder"]["encoder"]["layer_0"]
+  assert tuple(layer["intermediate"]["dense"]["kernel"].spec) == ("fsdp", "model")
+  assert tuple(layer["output"]["dense"]["kernel"].spec) == ("model", "fsdp")
+
+
+def test_non_finite_gradients_skip_the_update(batches):
+  batch = dict(batches["mffr"])
+  batch["frames"] = batch["frames"].copy()
+  batch["frames"][0, 0, 0, 0] = np.nan
+  mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
+  tx, _ = optimizer.hero_adamw(1e-3, 2, 10)
+  state = step_lib.create_state(CFG, tx, mesh, sharding.DEFAULT_RULES, seed=0)
+  before = jax.device_get(state.params)
+  run = step_lib.make_train_step(Hero(CFG), registry.get("mffr"), None, tx, mesh,
+                                 sharding.DEFAULT_RULES, step_lib.state_shardings(state), 1)
+  new_state, out = run(state, pipeline.make_global_batch(
+      batch, sharding.batch_sharding(mesh, leading_axes=1)), jax.random.key(0))
+  assert not bool(out["finite"])
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(new_state.params), before)
+
+
+def test_mesh_shape_errors():
+  with pytest.raises(ValueError, match="needs 16 devices, there are 8"):
+    sharding.make_mesh({"data": 16})
+  with pytest.raises(ValueError, match="unknown axes"):
+    sharding.make_mesh({"batch": 8})
+  assert dict(sharding.make_mesh({"data": -1, "model": 2}).shape) == {"data": 4, "fsdp": 1,
+                                                                       "model": 2}
