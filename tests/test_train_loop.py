@@ -79,9 +79,9 @@ def test_task_mix_follows_the_ratios(tmp_path):
 def test_non_finite_stops_naming_objective_and_step(run):
   trainer = run[0]
   task = tasks.Task("synthetic", "fom", 1.0)
-  bad = {"finite": np.bool_(False), "metrics": {}, "grad_norm": 0.0, "param_norm": 0.0}
+  bad = {"finite": np.bool_(False), "grad_norm": 0.0, "param_norm": 0.0}
   with pytest.raises(loop.NonFiniteError, match="step 17, objective 'fom'"):
-    trainer._log([(17, task, bad)], 17, 0.0, 0)
+    trainer._log([(17, task, bad)], {}, 17, 0.0, 0)
 
 
 def test_bad_config_values_fail_loudly(tmp_path):

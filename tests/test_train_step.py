@@ -177,3 +177,85 @@ def test_mesh_shape_errors():
     sharding.make_mesh({"batch": 8})
   assert dict(sharding.make_mesh({"data": -1, "model": 2}).shape) == {"data": 4, "fsdp": 1,
                                                                        "model": 2}
+
+
+def test_accumulated_micro_batches_sum_their_gradients(batches):
+  """accum_steps=2 == the optimizer applied to grad(micro 1) + grad(micro 2)."""
+  mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
+  rules = sharding.DEFAULT_RULES
+  tx, _ = optimizer.hero_adamw(1e-3, 2, 10)
+  state = step_lib.create_state(CFG, tx, mesh, rules, seed=0)
+  fom = registry.get("fom")
+  micro = {k: v[0] for k, v in batches["fom"].items()}
+  noise = np.random.default_rng(0).normal(size=micro["frames"].shape).astype(np.float32)
+  second = dict(micro, frames=micro["frames"] + 0.5 * noise)
+  both = {k: np.stack([micro[k], second[k]]) for k in micro}
+  params = jax.device_get(state.params)
+  run = step_lib.make_train_step(Hero(CFG), fom, None, tx, mesh, rules,
+                                 step_lib.state_shardings(state), accum_steps=2)
+  new_state, out = run(jax.tree.map(jnp.copy, state), pipeline.make_global_batch(
+      both, sharding.batch_sharding(mesh, leading_axes=1)), jax.random.key(5))
+  rngs = jax.random.split(jax.random.key(5), 2)
+  grads, totals = None, 0.0
+  for b, r in zip((micro, second), rngs):
+    (_, metrics), g = jax.value_and_grad(
+        lambda p: fom.loss(Hero(CFG), p, b, None, step=0, rng=r, deterministic=False),
+        has_aux=True)(params)
+    grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
+    totals += float(metrics["loss"][0])
+  updates, _ = tx.update(grads, tx.init(params), params)
+  expected = optax.apply_updates(params, updates)
+  np.testing.assert_allclose(float(out["metrics"]["loss"][0]), totals, rtol=1e-5)
+  # Summed, not averaged: the norm tells (Adam's update hardly depends on the scale).
+  np.testing.assert_allclose(float(out["grad_norm"]), float(optax.tree.norm(grads)), rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               jax.device_get(new_state.params), expected)
+
+
+def test_bfloat16_compute_keeps_float32_state(batches):
+  cfg = CFG.replace(dtype="bfloat16")
+  mesh = sharding.make_mesh({"data": 8})
+  tx, _ = optimizer.hero_adamw(1e-3, 2, 10)
+  state = step_lib.create_state(cfg, tx, mesh, sharding.DEFAULT_RULES, seed=0)
+  run = step_lib.make_train_step(Hero(cfg), registry.get("mlm"), None, tx, mesh,
+                                 sharding.DEFAULT_RULES, step_lib.state_shardings(state), 1)
+  new_state, out = run(state, pipeline.make_global_batch(
+      batches["mlm"], sharding.batch_sharding(mesh, leading_axes=1)), jax.random.key(0))
+  assert bool(out["finite"])
+  dtypes = {x.dtype for x in jax.tree.leaves((new_state.params, new_state.opt_state))
+            if jnp.issubdtype(x.dtype, jnp.floating)}
+  assert dtypes == {jnp.dtype("float32")}
+
+
+def test_checkpoint_restores_onto_another_mesh(tmp_path):
+  from hero_jax.train import checkpointing
+  tx, _ = optimizer.hero_adamw(1e-3, 2, 10)
+  saved_mesh = sharding.make_mesh({"data": 2, "fsdp": 4})
+  state = step_lib.create_state(CFG, tx, saved_mesh, sharding.DEFAULT_RULES, seed=1)
+  mngr = checkpointing.manager(str(tmp_path), keep=2)
+  checkpointing.save(mngr, 3, state, {"0:mlm": {"batches": 3}}, {"seed": 1})
+  mngr.wait_until_finished()
+  other_mesh = sharding.make_mesh({"data": 2, "model": 4})
+  like = step_lib.create_state(CFG, tx, other_mesh, sharding.DEFAULT_RULES, seed=2)
+  restored, data_state, step = checkpointing.restore(checkpointing.manager(str(tmp_path), 2), like)
+  assert step == 3 and data_state == {"0:mlm": {"batches": 3}}
+  kernel = restored.params["v_encoder"]["f_encoder"]["encoder"]["layer_0"]["intermediate"]["dense"]["kernel"]
+  assert kernel.sharding.mesh.shape["model"] == 4
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(state))
+
+
+def test_training_starts_from_a_converted_hero_checkpoint(tmp_path):
+  import ml_collections
+  from hero_jax.convert.checkpoint import save_hero_checkpoint
+  from hero_jax.train import loop
+  params = params_lib.init_params(CFG, seed=4)
+  save_hero_checkpoint(tmp_path / "hero", params, CFG)
+  config = ml_collections.ConfigDict({"seed": 0, "init": {"checkpoint": str(tmp_path / "hero"),
+                                                           "format": "hero"}})
+  loaded = loop.init_params(config, CFG.replace(dtype="bfloat16"))
+  jax.tree.map(np.testing.assert_array_equal, loaded, jax.device_get(params))
+  with pytest.raises(ValueError, match="does not fit config.model"):
+    loop.init_params(config, CFG.replace(hidden_size=32))
+  config.init.format = "onnx"
+  with pytest.raises(ValueError, match="'hero' or 'roberta'"):
+    loop.init_params(config, CFG)

@@ -9,7 +9,6 @@ iterator states, so a resumed run continues exactly as an uninterrupted one.
 
 from __future__ import annotations
 
-import collections
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from typing import Optional
 
 import jax
 import numpy as np
+from clu import metrics as clu_metrics
 
 from hero_jax.data import pipeline
 from hero_jax.model.hero import Hero
@@ -79,6 +79,14 @@ def init_params(config, cfg):
     log.info("RoBERTa init from %s: %s", path, report)
     return params
   raise ValueError(f"config.init.format must be 'hero' or 'roberta', got {config.init.format!r}")
+
+
+def merge_metrics(merged: dict, prefix: str, metrics: dict) -> None:
+  """Merges a step's ``(sum, count)`` metrics into clu averages, on device."""
+  for name, (total, count) in metrics.items():
+    avg = clu_metrics.Average(total=total, count=count)
+    key = prefix + name
+    merged[key] = merged[key].merge(avg) if key in merged else avg
 
 
 class Trainer:
@@ -174,7 +182,7 @@ class Trainer:
     c = self.config
     step = self.restore()
     previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-    pending, last = [], {}
+    pending, merged, last = [], {}, {}
     start_time, start_step = time.time(), step
     try:
       while step < c.train.num_steps:
@@ -183,12 +191,13 @@ class Trainer:
         rng = jax.random.fold_in(jax.random.key(c.seed), step)
         self.state, outputs = self._train_step(task.objective)(self.state, batch, rng)
         step += 1
+        merge_metrics(merged, f"train/{task.objective}/", outputs.pop("metrics"))
         pending.append((step, task, outputs))
         boundary = step % c.log_every == 0 or step == c.train.num_steps
         saving = step % c.checkpoint_every == 0 or step == c.train.num_steps or self.stop_requested
         if boundary or saving:
-          last.update(self._log(pending, step, start_time, start_step))
-          pending = []
+          last.update(self._log(pending, merged, step, start_time, start_step))
+          pending, merged = [], {}
         if c.eval_every and (step % c.eval_every == 0 or step == c.train.num_steps):
           last.update(self.evaluate(step))
         if saving:
@@ -206,19 +215,15 @@ class Trainer:
     del signum, frame
     self.stop_requested = True
 
-  def _log(self, pending, step, start_time, start_step) -> dict:
+  def _log(self, pending, merged, step, start_time, start_step) -> dict:
+    """Checks the interval's steps were finite, then writes its merged metrics."""
     pending = jax.device_get(pending)
     for s, task, out in pending:
       if not out["finite"]:
         raise NonFiniteError(f"non-finite loss or gradient at step {s}, objective "
                              f"{task.objective!r} (dataset {task.dataset}); the update was "
                              f"skipped and no checkpoint holds it")
-    sums = collections.defaultdict(lambda: [0.0, 0.0])
-    for _, task, out in pending:
-      for name, (total, count) in out["metrics"].items():
-        sums[f"train/{task.objective}/{name}"][0] += float(total)
-        sums[f"train/{task.objective}/{name}"][1] += float(count)
-    scalars = {k: t / max(n, 1e-9) for k, (t, n) in sums.items()}
+    scalars = {k: float(m.compute()) for k, m in merged.items()}
     last_out = pending[-1][2]
     elapsed = max(time.time() - start_time, 1e-9)
     steps_per_s = (step - start_step) / elapsed
@@ -238,8 +243,8 @@ class Trainer:
     loss = scalars.get(f"train/{task.objective}/loss", float("nan"))
     eta = (self.config.train.num_steps - step) / max(steps_per_s, 1e-9)
     log.info("step %d/%d %s loss %.4f | %.2f steps/s %.1f videos/s | ETA %s", step,
-                 self.config.train.num_steps, task.objective, loss, steps_per_s,
-                 steps_per_s * videos, time.strftime("%H:%M:%S", time.gmtime(eta)))
+             self.config.train.num_steps, task.objective, loss, steps_per_s,
+             steps_per_s * videos, time.strftime("%H:%M:%S", time.gmtime(eta)))
     return scalars
 
   def evaluate(self, step: int) -> dict:
@@ -260,16 +265,12 @@ class Trainer:
         self.eval_steps[task.objective] = step_lib.make_eval_step(
             self.model, registry.get(task.objective), self.settings[task.objective], self.mesh,
             self.rules, self.shardings.params)
-      sums = collections.defaultdict(lambda: [0.0, 0.0])
+      merged = {}
       for _, batch in zip(range(c.eval_batches), it):
         arrays = pipeline.make_global_batch(batch, sharding.batch_sharding(self.mesh))
-        metrics = jax.device_get(self.eval_steps[task.objective](
-            self.state.params, arrays, self.state.step))
-        for name, (total, count) in metrics.items():
-          sums[name][0] += float(total)
-          sums[name][1] += float(count)
-      for name, (total, count) in sums.items():
-        out[f"val/{task.dataset}/{task.objective}/{name}"] = total / max(count, 1e-9)
+        merge_metrics(merged, f"val/{task.dataset}/{task.objective}/", self.eval_steps[
+            task.objective](self.state.params, arrays, self.state.step))
+      out.update({k: float(m.compute()) for k, m in merged.items()})
     self.writer.write_scalars(step, out)
     self.writer.flush()
     log.info("eval step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in sorted(out.items())))
