@@ -229,3 +229,35 @@ def test_features_npz_without_known_arrays(tmp_path):
   (tmp_path / "y.npz").write_bytes(b"garbage")
   with pytest.raises(ValueError, match=r"y\.npz"):
     raw.load_features(str(tmp_path / "y.npz"))
+
+
+def test_howto100m_on_apache_beam_equals_the_in_process_build(tmp_path):
+  pytest.importorskip("apache_beam")
+  root = tmp_path / "raw"
+  os.makedirs(root / "features")
+  (root / "words.txt").write_text("\n".join(WORDS))
+  rng = np.random.default_rng(0)
+  caps = {}
+  for k, n in enumerate([70, 31, 12, 40]):
+    np.savez(root / "features" / f"vid{k}.npz", features=rng.normal(size=(n, DIM)).astype(np.float16))
+    starts = np.sort(rng.uniform(0, 2 * n, size=6)).round(2)
+    caps[f"vid{k}"] = {"start": starts.tolist(), "end": (starts + 3).tolist(),
+                       "text": [" ".join(rng.choice(WORDS, size=3)) for _ in starts]}
+  bad = np.load(root / "features" / "vid3.npz")["features"].copy()
+  bad[0, 0] = np.nan
+  np.savez(root / "features" / "vid3.npz", features=bad)
+  (root / "captions.json").write_text(json.dumps(caps))
+  kw = dict(manual_dir=str(root), tokenizer=f"words:{root / 'words.txt'}", feature_dim=DIM)
+  local = build.build("hero_howto100m/videos", str(tmp_path / "local"), **kw)
+  beam = build.build("hero_howto100m/videos", str(tmp_path / "beam"), beam=True,
+                     beam_flags=["--runner=DirectRunner"], **kw)
+  a = pipeline.VideoSource(local.data_dir, "train", max_clip_len=None)
+  b = pipeline.VideoSource(beam.data_dir, "train", max_clip_len=None)  # checks ids vs records
+  assert sorted(a.video_ids) == sorted(b.video_ids)
+  for vid in a.video_ids:
+    ra, rb = a[a.index[vid]], b[b.index[vid]]
+    for key in ra:
+      np.testing.assert_array_equal(ra[key], rb[key], err_msg=f"{vid} {key}")
+  report = build.read_report(beam.data_dir)
+  assert report["all_splits"]["skipped"] == {"non_finite_features": 1}
+  assert report["train"]["videos"] == len(a)

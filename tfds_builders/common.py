@@ -58,7 +58,10 @@ class HeroBuilder(tfds.core.GeneratorBasedBuilder):
                 MOMENTS: records.moment_features, QA: records.qa_features}[kind]()
     return tfds.core.DatasetInfo(
         builder=self, description=self.__doc__, features=features,
-        homepage="https://github.com/linjieli222/HERO", disable_shuffling=True,
+        homepage="https://github.com/linjieli222/HERO",
+        # Generation order, so the metadata's video ids give each record's
+        # index; Beam builds cannot keep an order (their ids come from a scan).
+        disable_shuffling=not getattr(self, "beam", False),
         metadata=tfds.core.MetadataDict(), citation=CITATION)
 
   def _generate_examples(self, **kwargs):

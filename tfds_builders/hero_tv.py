@@ -64,9 +64,10 @@ def split_generators(builder: common.HeroBuilder, manual_dir: str, dataset: str,
   tok = builder._require_tokenizer()
   builder._set_meta(tok.special_ids(), tok.name)
   if kind == common.VIDEOS:
-    splits = raw.video_splits(manual_dir, raw.feature_files(manual_dir))
-    return {split: builder._video_examples(split, raw.read_videos(
-        manual_dir, vids, tok, feature_dim=builder.feature_dim,
+    videos = raw.RawVideos(manual_dir)
+    splits = raw.video_splits(manual_dir, videos.files)
+    return {split: builder._video_examples(split, videos.records(
+        vids, tok, feature_dim=builder.feature_dim,
         frame_length=builder.frame_length, max_clip_len=builder.max_clip_len,
         report=builder._report(split), clip_seconds=clip_seconds))
             for split, vids in splits.items()}

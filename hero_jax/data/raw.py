@@ -109,40 +109,46 @@ def clips_of(vid: str, frames: np.ndarray, subs: list, clip_seconds: float,
   return out
 
 
-def read_videos(manual_dir: str, vids, tokenizer, *, feature_dim: int, frame_length: float,
-                max_clip_len: int, report: BuildReport,
-                clip_seconds: Optional[float] = None) -> Iterator[records.VideoRecord]:
-  """Records of ``vids`` (whole videos, or their clips when ``clip_seconds``)."""
-  files = feature_files(manual_dir)
-  subtitles = load_subtitles(manual_dir)
-  nframe_path = os.path.join(manual_dir, "vid2nframe.json")
-  vid2nframe = (sources.load_json(nframe_path, "frame counts")
-                if os.path.exists(nframe_path) else {})
-  for vid in vids:
-    if vid not in files:
-      report.skip("missing_features", vid)
-      continue
-    feats = load_features(files[vid])
-    if vid in vid2nframe:
-      feats = feats[:int(vid2nframe[vid])]
-    frames = sources.check_frames(vid, feats, feature_dim, files[vid], report)
-    if frames is None:
-      continue
-    subs = subtitles.get(vid)
-    if subs is None:
-      report.note("video_without_subtitle_record", vid)
-      subs = []
-    sources.subtitle_times(vid, subs, os.path.join(manual_dir, SUBTITLES_FILE))  # checked first
-    pieces = ([(vid, frames, subs)] if clip_seconds is None
-              else clips_of(vid, frames, subs, clip_seconds, frame_length))
-    for name, clip_frames, clip_subs in pieces:
-      ids = [tokenize(tokenizer, str(s.get("text", "")), unescape_html=True) for s in clip_subs]
-      rec = sources.aligned_record(name, clip_frames, clip_subs, ids, len(clip_frames),
-                                   frame_length, os.path.join(manual_dir, SUBTITLES_FILE),
-                                   report)
-      rec = sources.finish_video(rec, max_clip_len, report)
-      if rec is not None:
-        yield rec
+class RawVideos:
+  """The raw layout's video side, loaded once (a Beam worker keeps one per process)."""
+
+  def __init__(self, manual_dir: str):
+    self.manual_dir = manual_dir
+    self.files = feature_files(manual_dir)
+    self.subtitles = load_subtitles(manual_dir)
+    nframe_path = os.path.join(manual_dir, "vid2nframe.json")
+    self.vid2nframe = (sources.load_json(nframe_path, "frame counts")
+                       if os.path.exists(nframe_path) else {})
+
+  def records(self, vids, tokenizer, *, feature_dim: int, frame_length: float,
+              max_clip_len: int, report: BuildReport,
+              clip_seconds: Optional[float] = None) -> Iterator[records.VideoRecord]:
+    """Records of ``vids`` (whole videos, or their clips when ``clip_seconds``)."""
+    origin = os.path.join(self.manual_dir, SUBTITLES_FILE)
+    for vid in vids:
+      if vid not in self.files:
+        report.skip("missing_features", vid)
+        continue
+      feats = load_features(self.files[vid])
+      if vid in self.vid2nframe:
+        feats = feats[:int(self.vid2nframe[vid])]
+      frames = sources.check_frames(vid, feats, feature_dim, self.files[vid], report)
+      if frames is None:
+        continue
+      subs = self.subtitles.get(vid)
+      if subs is None:
+        report.note("video_without_subtitle_record", vid)
+        subs = []
+      sources.subtitle_times(vid, subs, origin)  # checked before clips_of reads them
+      pieces = ([(vid, frames, subs)] if clip_seconds is None
+                else clips_of(vid, frames, subs, clip_seconds, frame_length))
+      for name, clip_frames, clip_subs in pieces:
+        ids = [tokenize(tokenizer, str(s.get("text", "")), unescape_html=True) for s in clip_subs]
+        rec = sources.aligned_record(name, clip_frames, clip_subs, ids, len(clip_frames),
+                                     frame_length, origin, report)
+        rec = sources.finish_video(rec, max_clip_len, report)
+        if rec is not None:
+          yield rec
 
 
 def query_splits(manual_dir: str, task: str) -> dict:

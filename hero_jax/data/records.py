@@ -105,6 +105,17 @@ def _text(value) -> str:
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+def record_from_example(example: dict) -> VideoRecord:
+  """A stored video back as a ``VideoRecord`` (full length, no cut)."""
+  return VideoRecord(
+      vid=_text(example["vid"]), frames=np.asarray(example["frames"], np.float32),
+      num_frames=int(example["num_frames"]), sub_times=np.asarray(example["sub_times"]),
+      sub_texts=sub_texts(example),
+      row_ids=_split(example["row_token_ids"], example["row_token_lengths"]),
+      row_frames=_split(example["row_frames"], example["row_frame_counts"]),
+      unmatched_frames=np.asarray(example["unmatched_frames"]), pseudo=bool(example["pseudo"]))
+
+
 def decode_video(example: dict, max_clip_len: Optional[int]) -> layout.VideoExample:
   """A stored video as the host transforms take it, cut to ``max_clip_len``.
 

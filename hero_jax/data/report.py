@@ -104,10 +104,13 @@ class BuildReport:
       pct = ", ".join(f"{k}={v:g}" for k, v in s["subtitle_token_length_percentiles"].items())
       lines.append(f"  {'subtitle tokens':28s} {pct}")
     lines.append(f"  {'skipped records':28s} {s['skipped_total']}")
+    def first(key):
+      ids = s["first_ids"].get(key)  # absent for counts from Beam counters
+      return f" (first: {', '.join(ids)})" if ids else ""
     for reason, n in s["skipped"].items():
-      lines.append(f"    {reason}: {n} (first: {', '.join(s['first_ids'][reason])})")
+      lines.append(f"    {reason}: {n}{first(reason)}")
     for event, n in s["notes"].items():
-      lines.append(f"  note {event}: {n} (first: {', '.join(s['first_ids'][event])})")
+      lines.append(f"  note {event}: {n}{first(event)}")
     return "\n".join(lines)
 
   def check_videos(self) -> None:
