@@ -67,7 +67,7 @@ def test_videos_equal_the_release_lmdbs(built):
     assert ds.video_ids == vids
     for i, vid in enumerate(vids):
       ex = ds[i]
-      assert records._text(ex["vid"]) == vid
+      assert records.text(ex["vid"]) == vid
       n = json.loads((release_dir() / "video_db/tv/id2nframe.json").read_text())[vid]
       # The released features come from fp16 files: float16 storage is exact.
       np.testing.assert_array_equal(ex["frames"].astype(np.float32), feats[vid][:n])
@@ -120,11 +120,11 @@ def test_queries_hold_video_ids_and_join(built):
   in_train = 0
   for i in range(len(queries)):
     q = queries[i]
-    qid = records._text(q["qid"])
+    qid = records.text(q["qid"])
     assert list(q["token_ids"]) == tvr[qid]["input_ids"]
     np.testing.assert_allclose(q["ts"], tvr[qid]["target"], rtol=1e-6)
     assert "frames" not in q  # no copy of the features
-    if records._text(q["vid"]) in videos.index:
+    if records.text(q["vid"]) in videos.index:
       _, video = joined[i]
       assert video.vid == tvr[qid]["vid"]
       in_train += 1
@@ -140,7 +140,7 @@ def test_tvqa_questions(built):
   assert len(ds) == len(tvqa)
   for i in range(len(ds)):
     q = ds[i]
-    ref = tvqa[records._text(q["qid"])]
+    ref = tvqa[records.text(q["qid"])]
     assert list(q["question_ids"]) == ref["input_ids"][0]
     assert [list(a) for a in records.decode_qa_answers(q)] == ref["input_ids"][1:]
     assert int(q["answer_idx"]) == ref["target"]

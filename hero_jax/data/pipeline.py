@@ -82,7 +82,7 @@ class VideoSource(BuiltDataset):
                        f"{split!r} but the split has {len(self.source)} records")
     self.index = {vid: i for i, vid in enumerate(self.video_ids)}
     for i in {0, len(self.source) - 1}:  # records are in generation order: spot check
-      got = records._text(self.source[i]["vid"])
+      got = records.text(self.source[i]["vid"])
       if got != self.video_ids[i]:
         raise ValueError(f"{path}: record {i} is video {got!r}, metadata says "
                          f"{self.video_ids[i]!r}; rebuild the dataset")
@@ -118,8 +118,8 @@ class QueryJoin:
 
   def __getitem__(self, index: int) -> tuple:
     q = self.queries[index]
-    vid = records._text(q["vid"])
-    return q, self.videos.video_by_id(vid, needed_by=f"query {records._text(q['qid'])!r}")
+    vid = records.text(q["vid"])
+    return q, self.videos.video_by_id(vid, needed_by=f"query {records.text(q['qid'])!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,7 +32,7 @@ class VideoRecord:
   frames: [n, D] features (float32 in memory, stored as float16).
   num_frames: the alignment's frame count (HERO's ``vid2len``).
   sub_times: [S, 2] subtitle (start, end) seconds; S = 0 for pseudo-subtitles.
-  sub_texts: S subtitle texts (after nothing: as in the annotation).
+  sub_texts: S subtitle texts, as in the annotation (not normalised).
   row_ids: one token-id array per row (a row = a subtitle, or a 5-frame
     pseudo-subtitle with no text).
   row_frames: one sorted frame-index array per row (``unique_sub2frames``).
@@ -101,14 +101,15 @@ def encode_video(rec: VideoRecord) -> dict:
   }
 
 
-def _text(value) -> str:
+def text(value) -> str:
+  """A decoded TFDS Text field (bytes) as str."""
   return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def record_from_example(example: dict) -> VideoRecord:
   """A stored video back as a ``VideoRecord`` (full length, no cut)."""
   return VideoRecord(
-      vid=_text(example["vid"]), frames=np.asarray(example["frames"], np.float32),
+      vid=text(example["vid"]), frames=np.asarray(example["frames"], np.float32),
       num_frames=int(example["num_frames"]), sub_times=np.asarray(example["sub_times"]),
       sub_texts=sub_texts(example),
       row_ids=_split(example["row_token_ids"], example["row_token_lengths"]),
@@ -122,7 +123,7 @@ def decode_video(example: dict, max_clip_len: Optional[int]) -> layout.VideoExam
   Frames: the first ``min(n, max_clip_len)`` (``VideoFeatLmdb``); rows: the
   prefix ``cut_to_max_clip_len`` keeps (``SubTokLmdb.compute_sub2frames``).
   """
-  vid = _text(example["vid"])
+  vid = text(example["vid"])
   row_ids = _split(example["row_token_ids"], example["row_token_lengths"])
   row_frames = _split(example["row_frames"], example["row_frame_counts"])
   pairs = tuple((i, tuple(int(f) for f in fr)) for i, fr in enumerate(row_frames))
@@ -138,7 +139,7 @@ def decode_video(example: dict, max_clip_len: Optional[int]) -> layout.VideoExam
 
 
 def sub_texts(example: dict) -> list:
-  return json.loads(_text(example["sub_texts"]))
+  return json.loads(text(example["sub_texts"]))
 
 
 # --- query datasets (TVR / How2R moments, TVQA / How2QA questions) ---------
