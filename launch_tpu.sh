@@ -16,8 +16,8 @@
 #               writers write local files, so a bare gs:// path is not supported yet
 #   REPO_URL      git URL to clone on the workers (default: this checkout's origin)
 #   BRANCH        branch or commit to run (default: this checkout's HEAD commit)
-#   DATA_DIR      where the workers read the built TFDS data (e.g. gs://bucket/tfds); passed
-#                 as --config.data.datasets.<key>.data_dir by you, in the extra arguments
+# The built TFDS data must be readable by every worker at a local path (a shared mount):
+# pass it in the extra arguments as --config.data.datasets.<key>.data_dir=<path>.
 # Extra arguments are passed to `python -m hero_jax.main` unchanged.
 set -euo pipefail
 

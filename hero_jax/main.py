@@ -1,7 +1,7 @@
 """hero_jax entry point.
 
   python -m hero_jax.main --config configs/pretrain_tiny.py --workdir /tmp/hero
-  python -m hero_jax.main --config configs/pretrain_tv.py --workdir gs://bucket/run \\
+  python -m hero_jax.main --config configs/pretrain_tv.py --workdir /mnt/shared/run \\
       --config.train.num_steps=200000 --distributed
 
 ``--config.a.b=value`` overrides any config field; the config is locked, so
@@ -33,6 +33,10 @@ def main(argv):
   config, workdir = FLAGS.config, FLAGS.workdir
   if config is None or workdir is None:
     raise app.UsageError("--config and --workdir are required")
+  if "://" in workdir:
+    raise app.UsageError(f"--workdir {workdir}: remote paths are not supported yet (the metric "
+                         "writers write local files); use a folder every host sees, e.g. a "
+                         "gcsfuse or NFS mount")
   # Our progress lines at INFO; the libraries' (orbax, tfds) chatter only from WARNING.
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("hero_jax").setLevel(logging.INFO)

@@ -6,6 +6,7 @@ fixture folder made the same way (``HERO_REFERENCE_FIXTURES``).
 """
 
 import json
+import os
 import shutil
 
 import lmdb
@@ -157,3 +158,25 @@ def test_compressed_lmdb_gives_the_same_features(tmp_path, built):
   comp = pipeline.VideoSource(b.data_dir, "train")
   for i in range(len(plain)):
     np.testing.assert_array_equal(comp[i]["frames"], plain[i]["frames"])
+
+
+def test_alignment_past_the_features_is_noted_and_dropped_at_load(tmp_path):
+  # Fewer feature frames than the subtitle DB's frame count: the original's
+  # dataset drops the subtitle frames the features do not have.
+  manual = tmp_path / "release"
+  shutil.copytree(release_dir(), manual)
+  id2nframe_path = manual / "video_db/tv/id2nframe.json"
+  id2nframe = json.loads(id2nframe_path.read_text())
+  vid = splits()["train"][0]
+  id2nframe[vid] -= 2
+  os.chmod(id2nframe_path, 0o644)
+  id2nframe_path.write_text(json.dumps(id2nframe))
+  b = build.build("hero_tv/videos", str(tmp_path / "tfds"), manual_dir=str(manual))
+  report = build.read_report(b.data_dir)["train"]
+  assert report["notes"]["alignment_beyond_features"] == 1
+  assert report["first_ids"]["alignment_beyond_features"] == [vid]
+  video = pipeline.VideoSource(b.data_dir, "train", max_clip_len=None).video_by_id(vid)
+  ref = text_records("tv_subtitles.db")[vid]["unique_sub2frames"]
+  n = id2nframe[vid]
+  assert video.num_frames == n
+  assert [list(f) for f in video.sub_frames] == [[x for x in f if x < n] for _, f in ref]

@@ -19,7 +19,7 @@ OBJECTIVES = ("mlm", "mfm-nce", "mffr", "fom", "vsm")
 
 def torch_style_adamw(params, grads_seq, lrs, *, b1=0.9, b2=0.98, eps=1e-6, wd=0.01, clip=1.0,
                       decay=None):
-  """The original's update in numpy: clip, bias-corrected Adam, then p -= lr*wd*p."""
+  """The original's update (optim/adamw.py) in numpy: clip, Adam, then p -= lr*wd*p."""
   p = {k: v.astype(np.float64) for k, v in params.items()}
   m = {k: np.zeros_like(v) for k, v in p.items()}
   v2 = {k: np.zeros_like(v) for k, v in p.items()}
@@ -30,8 +30,8 @@ def torch_style_adamw(params, grads_seq, lrs, *, b1=0.9, b2=0.98, eps=1e-6, wd=0
       gk = g[k] * scale
       m[k] = b1 * m[k] + (1 - b1) * gk
       v2[k] = b2 * v2[k] + (1 - b2) * gk * gk
-      mhat, vhat = m[k] / (1 - b1 ** t), v2[k] / (1 - b2 ** t)
-      p[k] = p[k] - lr * mhat / (np.sqrt(vhat) + eps)
+      step_size = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+      p[k] = p[k] - step_size * m[k] / (np.sqrt(v2[k]) + eps)
       if decay[k]:
         p[k] = p[k] - lr * wd * p[k]
   return p
@@ -41,8 +41,9 @@ def test_adamw_matches_the_original_update():
   rng = np.random.default_rng(0)
   params = {"kernel": rng.normal(size=(3, 4)).astype(np.float32),
             "bias": rng.normal(size=(4,)).astype(np.float32)}
-  grads_seq = [{k: 3 * rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
-               for _ in range(4)]
+  # Gradients near eps make the original's eps placement visible.
+  grads_seq = [{"kernel": 3 * rng.normal(size=(3, 4)).astype(np.float32),
+                "bias": 1e-6 * rng.normal(size=(4,)).astype(np.float32)} for _ in range(4)]
   tx, schedule = optimizer.hero_adamw(1e-2, warmup_steps=2, total_steps=10)
   state, p = tx.init(params), params
   for g in grads_seq:

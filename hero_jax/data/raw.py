@@ -60,8 +60,8 @@ def feature_files(manual_dir: str) -> dict:
           if name.endswith(".npz")}
 
 
-def load_subtitles(manual_dir: str) -> dict:
-  """{vid: [{"text", "start", "end"}]} from subtitles.jsonl or captions.json."""
+def load_subtitles(manual_dir: str) -> tuple:
+  """({vid: [{"text", "start", "end"}]}, the file read): subtitles.jsonl or captions.json."""
   jsonl = os.path.join(manual_dir, SUBTITLES_FILE)
   captions = os.path.join(manual_dir, CAPTIONS_FILE)
   if os.path.exists(jsonl):
@@ -71,7 +71,7 @@ def load_subtitles(manual_dir: str) -> dict:
         raise ValueError(f"subtitles: {jsonl} line {line}: expected "
                          f'{{"vid_name": ..., "sub": [...]}}')
       out[str(rec["vid_name"])] = rec["sub"]
-    return out
+    return out, jsonl
   if os.path.exists(captions):
     out = {}
     for vid, cap in sources.load_json(captions, "captions").items():
@@ -81,7 +81,7 @@ def load_subtitles(manual_dir: str) -> dict:
       except (KeyError, TypeError, ValueError):
         raise ValueError(f"captions: {captions} video {vid!r}: expected equally long "
                          f"'start', 'end' and 'text' lists") from None
-    return out
+    return out, captions
   raise FileNotFoundError(f"raw layout: neither {jsonl} nor {captions} exists")
 
 
@@ -115,7 +115,7 @@ class RawVideos:
   def __init__(self, manual_dir: str):
     self.manual_dir = manual_dir
     self.files = feature_files(manual_dir)
-    self.subtitles = load_subtitles(manual_dir)
+    self.subtitles, self.subtitle_file = load_subtitles(manual_dir)
     nframe_path = os.path.join(manual_dir, "vid2nframe.json")
     self.vid2nframe = (sources.load_json(nframe_path, "frame counts")
                        if os.path.exists(nframe_path) else {})
@@ -124,7 +124,7 @@ class RawVideos:
               max_clip_len: int, report: BuildReport,
               clip_seconds: Optional[float] = None) -> Iterator[records.VideoRecord]:
     """Records of ``vids`` (whole videos, or their clips when ``clip_seconds``)."""
-    origin = os.path.join(self.manual_dir, SUBTITLES_FILE)
+    origin = self.subtitle_file
     for vid in vids:
       if vid not in self.files:
         report.skip("missing_features", vid)
@@ -146,9 +146,7 @@ class RawVideos:
         ids = [tokenize(tokenizer, str(s.get("text", "")), unescape_html=True) for s in clip_subs]
         rec = sources.aligned_record(name, clip_frames, clip_subs, ids, len(clip_frames),
                                      frame_length, origin, report)
-        rec = sources.finish_video(rec, max_clip_len, report)
-        if rec is not None:
-          yield rec
+        yield sources.finish_video(rec, max_clip_len, report)
 
 
 def query_splits(manual_dir: str, task: str) -> dict:
@@ -192,8 +190,13 @@ def read_qa(path: str, tokenizer, known_vids: Optional[set],
     if not sources.known_video(vid, qid, known_vids, report):
       continue
     enc = lambda text: np.asarray(tokenize(tokenizer, str(text), unescape_html=False), np.int32)  # noqa: E731
+    try:
+      answer_idx = int(rec.get("answer_idx", -1))
+    except (TypeError, ValueError):
+      raise ValueError(f"{origin}: field 'answer_idx' must be an integer, "
+                       f"got {rec.get('answer_idx')!r}") from None
     report.add_query()
     yield records.QaQuery(
         qid=qid, vid=vid, question=str(rec["q"]), answers=[str(rec[f"a{i}"]) for i in range(5)],
         question_ids=enc(rec["q"]), answer_ids=[enc(rec[f"a{i}"]) for i in range(5)],
-        answer_idx=int(rec.get("answer_idx", -1)), ts=sources.qa_ts(rec, origin))
+        answer_idx=answer_idx, ts=sources.qa_ts(rec, origin))

@@ -132,10 +132,12 @@ def decode_video(example: dict, max_clip_len: Optional[int]) -> layout.VideoExam
       int(example["num_frames"]), max_clip_len)
   frames = np.asarray(example["frames"])
   n = frames.shape[0] if max_clip_len is None else min(frames.shape[0], max_clip_len)
+  # The original keeps only the frames the features have (VideoFeatSubTokDataset:
+  # ``f_idx in range(v_feat.shape[0])``), when the alignment counted more.
   return layout.VideoExample(
       vid=vid, frames=frames[:n].astype(np.float32),
       sub_ids=[np.asarray(row_ids[i], np.int64) for i, _ in kept],
-      sub_frames=[np.asarray(fr, np.int64) for _, fr in kept])
+      sub_frames=[np.asarray([f for f in fr if f < n], np.int64) for _, fr in kept])
 
 
 def sub_texts(example: dict) -> list:

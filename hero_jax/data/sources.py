@@ -133,14 +133,13 @@ def aligned_record(vid: str, frames: np.ndarray, subs: Sequence[dict], token_ids
 
 
 def finish_video(rec: records.VideoRecord, max_clip_len: int,
-                 report: BuildReport) -> Optional[records.VideoRecord]:
-  """Last checks before a video is stored; None (counted) if it must be skipped."""
+                 report: BuildReport) -> records.VideoRecord:
+  """Notes what is odd about a video about to be stored, and counts it in."""
   n = rec.frames.shape[0]
-  for r, fr in enumerate(rec.row_frames):
-    if len(fr) and int(np.max(fr)) >= n:
-      # The original would index past the features here.
-      report.skip("alignment_beyond_features", rec.vid)
-      return None
+  if any(len(fr) and int(np.max(fr)) >= n for fr in rec.row_frames):
+    # Kept: at load time those frames are dropped from their subtitles, as
+    # the original's dataset does.
+    report.note("alignment_beyond_features", rec.vid)
   if n > max_clip_len:
     report.note("longer_than_max_clip_len", rec.vid)
   report.add_video(rec)

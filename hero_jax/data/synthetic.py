@@ -119,9 +119,7 @@ def videos(spec: SyntheticSpec, split: str, max_clip_len: int,
     ids = [tok.encode(s["text"]) for s in subs]
     rec = sources.aligned_record(vid, frames, subs, ids, len(frames), spec.frame_length,
                                  "synthetic", report)
-    rec = sources.finish_video(rec, max_clip_len, report)
-    if rec is not None:
-      yield rec
+    yield sources.finish_video(rec, max_clip_len, report)
 
 
 def moments(spec: SyntheticSpec, split: str, report: BuildReport) -> Iterator[records.MomentQuery]:

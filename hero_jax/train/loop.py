@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import time
-from typing import Optional
-
 import jax
 import numpy as np
 from clu import metrics as clu_metrics
@@ -102,24 +101,31 @@ class Trainer:
     self.tasks = tasks.tasks(config)
     self.sizes = tasks.layout_sizes(config)
     t = config.train
-    batch_shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-    if t.batch_videos % batch_shards or t.batch_videos % jax.process_count():
+    self.batch_shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+    if self.batch_shards % jax.process_count():
+      # Each process must own whole batch shards: it feeds its own videos.
+      raise ValueError(f"config.mesh.shape: data x fsdp = {self.batch_shards} must be a "
+                       f"multiple of the process count ({jax.process_count()})")
+    if t.batch_videos % self.batch_shards:
       raise ValueError(f"config.train.batch_videos={t.batch_videos} must be divisible by the "
-                       f"batch shards (data x fsdp = {batch_shards}) and the process count "
-                       f"({jax.process_count()})")
+                       f"batch shards (data x fsdp = {self.batch_shards})")
     self.local_batch = t.batch_videos // jax.process_count()
     self.tx, self.schedule = optimizer.hero_adamw(
         t.learning_rate, t.warmup_steps, t.num_steps, b1=t.b1, b2=t.b2, eps=t.eps,
         weight_decay=t.weight_decay, grad_clip=t.grad_clip)
     self.train_videos = {key: open_videos(e, config.data.train_split, config)
                          for key, e in config.data.datasets.items()}
-    for v in self.train_videos.values():
+    self.val_videos = {}
+    if config.eval_every or config.mode == "eval":  # a missing val split fails now, not later
+      self.val_videos = {key: open_videos(e, config.data.val_split, config)
+                         for key, e in config.data.datasets.items()}
+    for v in list(self.train_videos.values()) + list(self.val_videos.values()):
       check_data_fits_model(v, self.cfg)
     self.iterators = {self._key(task): self._pipeline(task) for task in self.tasks}
     self.state = step_lib.create_state(self.cfg, self.tx, self.mesh, self.rules, config.seed,
                                        init_params(config, self.cfg))
     self.shardings = step_lib.state_shardings(self.state)
-    self.steps, self.eval_steps, self.val_videos = {}, {}, {}
+    self.steps, self.eval_steps = {}, {}
     self.checkpoints = checkpointing.manager(workdir, config.keep_checkpoints)
     self.writer = writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     self.stop_requested = False
@@ -155,7 +161,12 @@ class Trainer:
     restored = checkpointing.restore(self.checkpoints, self.state)
     if restored is None:
       return 0
-    self.state, data_state, step = restored
+    self.state, saved, step = restored
+    n = jax.process_count()
+    if saved.get("process_count") != n:
+      raise ValueError(f"checkpoint step {step} was written by {saved.get('process_count')} "
+                       f"processes, this run has {n}: the data-iterator states do not carry over")
+    data_state = saved["processes"][str(jax.process_index())]
     for key, it in self.iterators.items():
       if key not in data_state:
         raise ValueError(f"checkpoint step {step} has no data state for task {key}; "
@@ -165,7 +176,9 @@ class Trainer:
     return step
 
   def save(self, step: int) -> None:
-    data_state = {k: it.get_state() for k, it in self.iterators.items()}
+    local = {k: it.get_state() for k, it in self.iterators.items()}
+    data_state = {"process_count": jax.process_count(),
+                  "processes": sharding.gather_json(local)}
     checkpointing.save(self.checkpoints, step, self.state, data_state,
                        json.loads(self.config.to_json_best_effort()))
 
@@ -194,7 +207,8 @@ class Trainer:
         merge_metrics(merged, f"train/{task.objective}/", outputs.pop("metrics"))
         pending.append((step, task, outputs))
         boundary = step % c.log_every == 0 or step == c.train.num_steps
-        saving = step % c.checkpoint_every == 0 or step == c.train.num_steps or self.stop_requested
+        stopping = sharding.any_process(self.stop_requested)
+        saving = step % c.checkpoint_every == 0 or step == c.train.num_steps or stopping
         if boundary or saving:
           last.update(self._log(pending, merged, step, start_time, start_step))
           pending, merged = [], {}
@@ -202,7 +216,7 @@ class Trainer:
           last.update(self.evaluate(step))
         if saving:
           self.save(step)
-        if self.stop_requested:
+        if stopping:
           log.warning("SIGTERM: saved checkpoint %d, exiting", step)
           break
     finally:
@@ -247,6 +261,17 @@ class Trainer:
              steps_per_s * videos, time.strftime("%H:%M:%S", time.gmtime(eta)))
     return scalars
 
+  def _eval_batching(self, task, num_videos: int) -> tuple:
+    """(videos per process, batches): the same on every host, fitting the mesh."""
+    group = getattr(self.settings[task.objective], "group_videos", 0) or 1
+    unit = math.lcm(self.batch_shards, group)
+    global_batch = min(self.config.train.batch_videos, num_videos) // unit * unit
+    if global_batch == 0:
+      raise ValueError(f"val split of {task.dataset!r} has {num_videos} videos, fewer than one "
+                       f"batch that fits the mesh and {task.objective} ({unit})")
+    local = global_batch // jax.process_count()
+    return local, max(1, min(self.config.eval_batches, num_videos // global_batch))
+
   def evaluate(self, step: int) -> dict:
     """Every objective on the val split of every dataset: merged (sum, count) metrics."""
     from hero_jax.objectives import registry
@@ -257,16 +282,16 @@ class Trainer:
         self.val_videos[task.dataset] = open_videos(c.data.datasets[task.dataset],
                                                     c.data.val_split, c)
       videos = self.val_videos[task.dataset]
-      batch_videos = min(self.local_batch, len(videos))
-      batch_videos -= batch_videos % (self.mesh.shape["data"] * self.mesh.shape["fsdp"])
-      it = self._pipeline(task, videos, batch_videos=max(batch_videos, 1), shuffle=False,
-                          num_epochs=1, worker_count=0)
+      local_batch, batches = self._eval_batching(task, len(videos))
+      # Repeated, so skipped videos never leave a host short of batches.
+      it = self._pipeline(task, videos, batch_videos=local_batch, shuffle=False,
+                          num_epochs=None, worker_count=0)
       if task.objective not in self.eval_steps:
         self.eval_steps[task.objective] = step_lib.make_eval_step(
             self.model, registry.get(task.objective), self.settings[task.objective], self.mesh,
             self.rules, self.shardings.params)
       merged = {}
-      for _, batch in zip(range(c.eval_batches), it):
+      for _, batch in zip(range(batches), it):
         arrays = pipeline.make_global_batch(batch, sharding.batch_sharding(self.mesh))
         merge_metrics(merged, f"val/{task.dataset}/{task.objective}/", self.eval_steps[
             task.objective](self.state.params, arrays, self.state.step))
@@ -281,7 +306,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return Trainer(config, workdir).train()
 
 
-def evaluate_only(config, workdir: str, step: Optional[int] = None) -> dict:
+def evaluate_only(config, workdir: str) -> dict:
   trainer = Trainer(config, workdir)
   step = trainer.restore()
   return trainer.evaluate(step)

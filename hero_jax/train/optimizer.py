@@ -1,6 +1,9 @@
 """HERO's optimizer: AdamW (0.9, 0.98, eps 1e-6) with decay applied after the Adam step.
 
-Matches the original (spec 7): bias-corrected Adam, then the decoupled decay
+Matches the original (spec 7, its ``optim/adamw.py``): Adam with the bias
+corrections folded into the step size, ``lr * sqrt(1 - b2^t) / (1 - b1^t) *
+m / (sqrt(v) + eps)`` (so eps acts as ``eps / sqrt(1 - b2^t)`` on the
+corrected moments, unlike optax's ``scale_by_adam``), then the decoupled decay
 ``p <- p - lr * wd * p`` on the already-updated parameter; no decay for
 biases and for LayerNorms whose name ends in ``LayerNorm`` (the LayerNorm
 inside ``feat_regress`` is ``net_2`` and IS decayed, as in the original);
@@ -10,6 +13,8 @@ are summed, not averaged (the original never divides by the count).
 """
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +41,30 @@ def decay_mask(params):
   return jax.tree_util.tree_map_with_path(decays, params)
 
 
+class _AdamState(NamedTuple):
+  count: jax.Array
+  mu: Any
+  nu: Any
+
+
+def scale_by_original_adam(b1: float, b2: float, eps: float):
+  """u = sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps), as the original AdamW."""
+  def init(params):
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    return _AdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=jax.tree.map(jnp.copy, zeros))
+
+  def update(updates, state, params=None):
+    del params
+    count = state.count + 1
+    mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
+    nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, updates)
+    t = count.astype(jnp.float32)
+    step_size = jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+    out = jax.tree.map(lambda m, v: step_size * m / (jnp.sqrt(v) + eps), mu, nu)
+    return out, _AdamState(count=count, mu=mu, nu=nu)
+  return optax.GradientTransformation(init, update)
+
+
 def _decay_after_update(lr_schedule, weight_decay: float, mask_fn):
   """updates u -> u - lr * wd * (p + u): decay of the Adam-updated parameter."""
   def init(params):
@@ -58,7 +87,7 @@ def hero_adamw(base_lr: float, warmup_steps: int, total_steps: int, *, b1=0.9, b
   parts = []
   if grad_clip:
     parts.append(optax.clip_by_global_norm(grad_clip))
-  parts += [optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+  parts += [scale_by_original_adam(b1, b2, eps),
             optax.scale_by_schedule(lambda c: -schedule(c))]
   if weight_decay:
     parts.append(_decay_after_update(schedule, weight_decay, decay_mask))

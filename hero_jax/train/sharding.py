@@ -71,3 +71,26 @@ def batch_sharding(mesh: Mesh, leading_axes: int = 0) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def any_process(flag: bool) -> bool:
+  """True on every process if it is True on any (e.g. a SIGTERM one host got)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils
+  return bool(np.max(multihost_utils.process_allgather(np.int32(bool(flag)))))
+
+
+def gather_json(local) -> dict:
+  """{process index: this process's JSON-able value}, the same dict on every process."""
+  import json
+  if jax.process_count() == 1:
+    return {"0": local}
+  from jax.experimental import multihost_utils
+  data = np.frombuffer(json.dumps(local).encode(), np.uint8)
+  lengths = np.asarray(multihost_utils.process_allgather(np.int32(data.size)))
+  padded = np.zeros(int(lengths.max()), np.uint8)
+  padded[:data.size] = data
+  everyone = np.asarray(multihost_utils.process_allgather(padded))
+  return {str(i): json.loads(bytes(everyone[i, :lengths[i]]).decode())
+          for i in range(jax.process_count())}
