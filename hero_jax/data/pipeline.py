@@ -146,8 +146,13 @@ def example_seed(seed: int, objective: str, record_index: int, epoch: int) -> li
 
 @dataclasses.dataclass
 class _Transform:
-  """Decode + host transform of one record; picklable for grain workers."""
+  """Decode + host transform of one record; picklable for grain workers.
+
+  It holds the objective's ``make_example`` itself: unpickling it in a worker
+  imports the module that defines (and registers) it, built-in or not.
+  """
   objective: str
+  make_example: object
   ctx: host.HostContext
   seed: int
   shard_len: int
@@ -160,7 +165,7 @@ class _Transform:
     rng = np.random.default_rng(example_seed(self.seed, self.objective, record_index, epoch))
     stats = collections.Counter()
     try:
-      example = registry.get(self.objective).make_example(video, rng, self.ctx, stats)
+      example = self.make_example(video, rng, self.ctx, stats)
     except registry.SkipExample as e:
       return {"skip": e.reason, "vid": video.vid}
     except ValueError as e:
@@ -248,8 +253,8 @@ def make_pipeline(videos: VideoSource, objective: str, ctx: host.HostContext,
   if options.shuffle:
     ds = ds.shuffle(seed=options.seed)
   ds = ds.repeat(options.num_epochs)
-  ds = ds.map_with_index(_Transform(objective, ctx, options.seed, shard_len,
-                                    videos.max_clip_len))
+  ds = ds.map_with_index(_Transform(objective, registry.get(objective).make_example, ctx,
+                                    options.seed, shard_len, videos.max_clip_len))
   it_ds = ds.to_iter_dataset()
   if options.worker_count > 0:
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
