@@ -21,10 +21,9 @@ import numpy as np
 
 from hero_jax import layout
 from hero_jax.data import pipeline
-from hero_jax.model import config as model_config
 from hero_jax.model.hero import Hero
 from hero_jax.objectives import host, registry
-from hero_jax.train import optimizer, sharding, step as step_lib
+from hero_jax.train import optimizer, sharding, step as step_lib, tasks
 
 OBJECTIVES = ("mlm", "mfm-nce", "fom", "vsm")
 VIDEOS, FRAMES, SUBS, TOKENS = 8, 60, 20, 12
@@ -118,9 +117,7 @@ def main():
     print(f"device: {device.device_kind}; peak: {peak:.0f} GFLOP/s (numpy float32 2048^3 matmul, "
           f"measured now)")
   for name in args.models:
-    base = {"tiny": model_config.tiny_config, "base": model_config.HeroConfig}[name]
-    cfg = base(dtype=args.dtype) if name == "base" else base(dtype=args.dtype)
-    bench(name, cfg, args.steps, peak)
+    bench(name, tasks.PRESETS[name](dtype=args.dtype), args.steps, peak)
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ def test_meshes_give_the_same_losses_and_updates(batches, states, objective):
 
 def test_fsdp_and_tensor_rules_shard_the_parameters():
   mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "model": 2})
-  specs = sharding.param_shardings(step_lib.boxed_abstract_variables(CFG), mesh,
+  specs = sharding.param_shardings(params_lib.boxed_abstract_variables(CFG), mesh,
                                    sharding.DEFAULT_RULES)
   layer = specs["v_encoder"]["f_encoder"]["encoder"]["layer_0"]
   assert tuple(layer["intermediate"]["dense"]["kernel"].spec) == ("fsdp", "model")

@@ -1,1 +1,1 @@
-"""Data: subtitle-frame alignment (more to come: TFDS builders, tokenizers, grain pipelines)."""
+"""Data: subtitle-frame alignment, source readers, tokenizers, dataset builds, grain pipelines."""

@@ -49,7 +49,7 @@ def dataset_dir(data_dir: str, dataset: str, version: Optional[str] = None) -> s
 
 
 class BuiltDataset:
-  """One split of a built dataset, its metadata and video-id index."""
+  """One split of a built dataset and its metadata."""
 
   def __init__(self, path: str, split: str):
     import tensorflow_datasets as tfds
@@ -177,12 +177,6 @@ def _tag(index: int, raw) -> tuple:
   return index, raw
 
 
-def _objective_module(name: str) -> None:
-  # The built-in objectives register on import; workers need them too.
-  import hero_jax.objectives  # noqa: F401
-  registry.get(name)
-
-
 class BatchIterator:
   """Static-shape batches of one objective; ``get_state``/``set_state`` resume exactly.
 
@@ -192,7 +186,6 @@ class BatchIterator:
   """
 
   def __init__(self, dataset, objective: str, batch_videos: int):
-    self._dataset = dataset
     self._it = iter(dataset)
     self.objective = objective
     self.batch_videos = batch_videos
@@ -240,7 +233,8 @@ def make_pipeline(videos: VideoSource, objective: str, ctx: host.HostContext,
                   process_count: Optional[int] = None) -> BatchIterator:
   """Batches of ``objective`` over this process's shard of ``videos``."""
   import grain
-  _objective_module(objective)
+  import hero_jax.objectives  # noqa: F401  (registers the built-in objectives)
+  make_example = registry.get(objective).make_example
   if process_index is None or process_count is None:
     import jax
     process_index, process_count = jax.process_index(), jax.process_count()
@@ -253,7 +247,7 @@ def make_pipeline(videos: VideoSource, objective: str, ctx: host.HostContext,
   if options.shuffle:
     ds = ds.shuffle(seed=options.seed)
   ds = ds.repeat(options.num_epochs)
-  ds = ds.map_with_index(_Transform(objective, registry.get(objective).make_example, ctx,
+  ds = ds.map_with_index(_Transform(objective, make_example, ctx,
                                     options.seed, shard_len, videos.max_clip_len))
   it_ds = ds.to_iter_dataset()
   if options.worker_count > 0:

@@ -27,6 +27,7 @@ import numpy as np
 from hero_jax.data import alignment as alignment_lib
 from hero_jax.data import records, sources
 from hero_jax.data.report import BuildReport
+from hero_jax.data.tokenizers import SPECIAL_KEYS
 
 
 def open_lmdb(path: str, what: str):
@@ -151,9 +152,7 @@ class ReleaseTxtDb:
 def special_ids(meta: dict) -> dict:
   """The special ids of a ``meta.json`` in the tokenizers' form."""
   try:
-    return {"cls": meta["CLS"], "sep": meta["SEP"], "pad": meta["PAD"], "unk": meta["UNK"],
-            "mask": meta["MASK"], "bos": meta["BOS"], "eos": meta["EOS"],
-            "v_range": list(meta["v_range"])}
+    return {**{k: meta[k.upper()] for k in SPECIAL_KEYS}, "v_range": list(meta["v_range"])}
   except KeyError as e:
     raise ValueError(f"meta.json lacks the special id {e}") from None
 

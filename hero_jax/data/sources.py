@@ -76,7 +76,7 @@ def check_frames(vid: str, frames: np.ndarray, feature_dim: int, origin: str,
   if not np.all(np.isfinite(frames)):
     report.skip("non_finite_features", vid)
     return None
-  if frames.dtype != np.float16 and np.any(np.abs(frames) > np.finfo(np.float16).max):
+  if np.any(np.abs(frames) > np.finfo(np.float16).max):  # stored as float16
     report.skip("features_overflow_float16", vid)
     return None
   return frames

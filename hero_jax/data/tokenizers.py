@@ -69,13 +69,15 @@ class Tokenizer(abc.ABC):
   def decode(self, ids: Iterable[int]) -> str:
     """Text of ``ids`` (special tokens are kept as their piece strings)."""
 
-  @abc.abstractmethod
   def special_ids(self) -> dict:
-    """``meta.json``'s special ids with lower-case keys.
+    """``meta.json``'s special ids with lower-case keys (a fresh copy).
 
     Keys ``cls sep pad unk mask bos eos`` -> int and ``v_range`` ->
-    ``[lo, hi)`` as a list of two ints.
+    ``[lo, hi)`` as a list of two ints. Subclasses set ``self._special``.
     """
+    out = dict(self._special)
+    out["v_range"] = list(self._special["v_range"])
+    return out
 
   def __repr__(self) -> str:
     return f"{type(self).__name__}(name={self.name!r}, vocab_size={self.vocab_size})"
@@ -153,14 +155,6 @@ class RobertaBpeTokenizer(Tokenizer):
   def decode(self, ids: Iterable[int]) -> str:
     return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
-  def special_ids(self) -> dict:
-    return _copy_special(self._special)
-
-
-def _copy_special(special: dict) -> dict:
-  out = dict(special)
-  out["v_range"] = list(special["v_range"])
-  return out
 
 
 # --- SentencePiece ----------------------------------------------------------
@@ -198,8 +192,6 @@ class SentencePieceTokenizer(Tokenizer):
   def decode(self, ids: Iterable[int]) -> str:
     return self._sp.decode([int(i) for i in ids])
 
-  def special_ids(self) -> dict:
-    return _copy_special(self._special)
 
 
 def _corpus_lines(path: pathlib.Path) -> Iterator[str]:
@@ -296,6 +288,9 @@ class WordTokenizer(Tokenizer):
     self._pieces = list(TRAINED_SPECIALS) + words
     self._ids = {w: i for i, w in enumerate(self._pieces)}
     self.vocab_size = len(self._pieces)
+    self._special = _special_dict(bos=self._ids[BOS], pad=self._ids[PAD], eos=self._ids[EOS],
+                                  unk=self._ids[UNK], mask=self._ids[MASK],
+                                  v_range=(len(TRAINED_SPECIALS), self.vocab_size))
 
   @classmethod
   def from_file(cls, path: str) -> "WordTokenizer":
@@ -315,11 +310,6 @@ class WordTokenizer(Tokenizer):
         raise ValueError(f"id {i} out of range [0, {self.vocab_size})")
       out.append(self._pieces[i])
     return " ".join(out)
-
-  def special_ids(self) -> dict:
-    ids = {p: i for i, p in enumerate(TRAINED_SPECIALS)}
-    return _special_dict(bos=ids[BOS], pad=ids[PAD], eos=ids[EOS], unk=ids[UNK],
-                         mask=ids[MASK], v_range=(len(TRAINED_SPECIALS), self.vocab_size))
 
 
 # --- Config specs -----------------------------------------------------------

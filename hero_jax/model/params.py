@@ -37,19 +37,26 @@ def dummy_inputs(cfg: HeroConfig):
   return arrays, query_ids, query_mask
 
 
+def _variables_fn(cfg: HeroConfig):
+  batch, query_ids, query_mask = dummy_inputs(cfg)
+  return lambda key: Hero(cfg).init(key, batch, query_ids, query_mask, method=Hero.init_all)
+
+
 def init_fn(cfg: HeroConfig):
   """``key -> params`` (unboxed) of a fresh model; jit or eval_shape it."""
-  batch, query_ids, query_mask = dummy_inputs(cfg)
+  variables_fn = _variables_fn(cfg)
+  return lambda key: nn.unbox(variables_fn(key)["params"])
 
-  def init(key):
-    variables = Hero(cfg).init(key, batch, query_ids, query_mask, method=Hero.init_all)
-    return nn.unbox(variables["params"])
-  return init
+
+@functools.lru_cache(maxsize=16)
+def boxed_abstract_variables(cfg: HeroConfig):
+  """``Hero(cfg).init``'s variables as shapes, with their logical axis boxes (for sharding)."""
+  return jax.eval_shape(_variables_fn(cfg), jax.random.key(0))
 
 
 @functools.lru_cache(maxsize=16)
 def _abstract_params(cfg: HeroConfig):
-  return jax.eval_shape(init_fn(cfg), jax.random.key(0))
+  return nn.unbox(boxed_abstract_variables(cfg)["params"])
 
 
 def abstract_params(cfg: HeroConfig):

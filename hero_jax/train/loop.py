@@ -25,6 +25,7 @@ from hero_jax.train import checkpointing, optimizer, sharding, step as step_lib,
 
 
 log = logging.getLogger("hero_jax")
+STOP_CHECK_EVERY = 10
 
 
 class NonFiniteError(FloatingPointError):
@@ -115,12 +116,12 @@ class Trainer:
         weight_decay=t.weight_decay, grad_clip=t.grad_clip)
     self.train_videos = {key: open_videos(e, config.data.train_split, config)
                          for key, e in config.data.datasets.items()}
+    for v in self.train_videos.values():
+      check_data_fits_model(v, self.cfg)
     self.val_videos = {}
     if config.eval_every or config.mode == "eval":  # a missing val split fails now, not later
-      self.val_videos = {key: open_videos(e, config.data.val_split, config)
-                         for key, e in config.data.datasets.items()}
-    for v in list(self.train_videos.values()) + list(self.val_videos.values()):
-      check_data_fits_model(v, self.cfg)
+      for key in config.data.datasets:
+        self._val(key)
     self.iterators = {self._key(task): self._pipeline(task) for task in self.tasks}
     self.state = step_lib.create_state(self.cfg, self.tx, self.mesh, self.rules, config.seed,
                                        init_params(config, self.cfg))
@@ -207,7 +208,11 @@ class Trainer:
         merge_metrics(merged, f"train/{task.objective}/", outputs.pop("metrics"))
         pending.append((step, task, outputs))
         boundary = step % c.log_every == 0 or step == c.train.num_steps
-        stopping = sharding.any_process(self.stop_requested)
+        # A SIGTERM one host got must stop every host at the same step. Asking the
+        # others is a collective that makes the host wait for the device, so on
+        # several hosts it happens every STOP_CHECK_EVERY steps, not every step.
+        check = jax.process_count() == 1 or step % STOP_CHECK_EVERY == 0 or boundary
+        stopping = check and sharding.any_process(self.stop_requested)
         saving = step % c.checkpoint_every == 0 or step == c.train.num_steps or stopping
         if boundary or saving:
           last.update(self._log(pending, merged, step, start_time, start_step))
@@ -261,6 +266,15 @@ class Trainer:
              steps_per_s * videos, time.strftime("%H:%M:%S", time.gmtime(eta)))
     return scalars
 
+  def _val(self, dataset: str) -> pipeline.VideoSource:
+    """The val split of a dataset, opened (and checked against the model) once."""
+    if dataset not in self.val_videos:
+      c = self.config
+      videos = open_videos(c.data.datasets[dataset], c.data.val_split, c)
+      check_data_fits_model(videos, self.cfg)
+      self.val_videos[dataset] = videos
+    return self.val_videos[dataset]
+
   def _eval_batching(self, task, num_videos: int) -> tuple:
     """(videos per process, batches): the same on every host, fitting the mesh."""
     group = getattr(self.settings[task.objective], "group_videos", 0) or 1
@@ -275,13 +289,9 @@ class Trainer:
   def evaluate(self, step: int) -> dict:
     """Every objective on the val split of every dataset: merged (sum, count) metrics."""
     from hero_jax.objectives import registry
-    c = self.config
     out = {}
     for task in self.tasks:
-      if task.dataset not in self.val_videos:
-        self.val_videos[task.dataset] = open_videos(c.data.datasets[task.dataset],
-                                                    c.data.val_split, c)
-      videos = self.val_videos[task.dataset]
+      videos = self._val(task.dataset)
       local_batch, batches = self._eval_batching(task, len(videos))
       # Repeated, so skipped videos never leave a host short of batches.
       it = self._pipeline(task, videos, batch_videos=local_batch, shuffle=False,

@@ -30,16 +30,9 @@ class TrainState:
   opt_state: Any
 
 
-def boxed_abstract_variables(cfg):
-  batch, query_ids, query_mask = params_lib.dummy_inputs(cfg)
-  return jax.eval_shape(
-      lambda k: Hero(cfg).init(k, batch, query_ids, query_mask, method=Hero.init_all),
-      jax.random.key(0))
-
-
 def create_state(cfg, tx, mesh, rules, seed: int, params=None) -> TrainState:
   """The state created already sharded (``params`` given: placed, not initialised)."""
-  shardings = sharding.param_shardings(boxed_abstract_variables(cfg), mesh, rules)
+  shardings = sharding.param_shardings(params_lib.boxed_abstract_variables(cfg), mesh, rules)
 
   def init(key, given):
     p = given if given is not None else params_lib.init_fn(cfg)(key)

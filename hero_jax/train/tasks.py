@@ -26,7 +26,7 @@ def hero_config(c) -> model_config.HeroConfig:
     raise ValueError(f"config.model.preset: unknown {preset!r}; known: {sorted(PRESETS)}")
   overrides = dict(c.model.overrides)
   overrides.setdefault("dtype", c.compute_dtype)
-  return PRESETS[preset](**overrides) if preset == "tiny" else model_config.HeroConfig(**overrides)
+  return PRESETS[preset](**overrides)
 
 
 def layout_sizes(c) -> layout.LayoutSizes:
