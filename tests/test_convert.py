@@ -8,6 +8,7 @@ is read from the fixture's ``config.json``.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -18,7 +19,7 @@ import pytest
 
 from hero_jax.convert import checkpoint, files, mapping, roberta
 from hero_jax.convert.__main__ import main as cli_main
-from hero_jax.model.config import HeroConfig
+from hero_jax.model.config import HeroConfig, padded_vocab_size
 from hero_jax.model import params as params_module
 from hero_jax.model.params import abstract_params, init_params
 from tests import fixture_batches as fb
@@ -449,13 +450,14 @@ def test_cli_from_hero_to_hero_round_trip(tmp_path, capsys, src_name):
 
 
 def test_cli_from_hero_infers_sizes_from_shapes(tmp_path):
-  # No model JSON: everything but the head count comes from the shapes.
+  # No model JSON: everything but the head count comes from the shapes, and
+  # without the JSON's vocabulary every row of the table is an MLM column.
   ck = tmp_path / "ck"
   heads = str(hero_cfg().num_attention_heads)
   assert cli_main(["from-hero", "--src", str(fixture_dir() / "weights.npz"), "--num-heads", heads,
                    "--out", str(ck)]) == 0
   cfg = checkpoint.load_hero_config(ck)
-  assert cfg == hero_cfg()
+  assert cfg == hero_cfg().replace(mlm_vocab_size=None)
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -486,3 +488,98 @@ def test_cli_from_roberta(tmp_path, monkeypatch, roberta_base_params):
   assert cfg2 == cfg
   word = np.asarray(params["v_encoder"]["f_encoder"]["embeddings"]["word_embeddings"]["embedding"])
   np.testing.assert_array_equal(word[SRC_VOCAB:], 0.0)
+
+
+# ---------------------------------------------------------------------------
+# Vocabulary padding (the original's pad_vocab)
+# ---------------------------------------------------------------------------
+
+def original_model_json(tmp_path, vocab: int) -> Path:
+  """The fixture's original JSON config with ``vocab`` tokens."""
+  d = copy.deepcopy(fixture_json()["model_config_pretrain"])
+  for part in ("f_config", "q_config"):
+    d[part]["vocab_size"] = vocab
+  path = tmp_path / f"hero_{vocab}.json"
+  path.write_text(json.dumps(d))
+  return path
+
+
+def original_state_dict(vocab: int, seed: int = 0) -> dict:
+  """What the original saves for the fixture's model built with ``vocab``
+  tokens: the table padded to a multiple of 8 with zero rows (pad_vocab)."""
+  cfg = hero_cfg().replace(vocab_size=padded_vocab_size(vocab), mlm_vocab_size=None)
+  rng = np.random.default_rng(seed)
+  params = {path: rng.normal(size=x.shape).astype(np.float32)
+            for path, x in mapping.flatten(abstract_params(cfg)).items()}
+  word = ("v_encoder", "f_encoder", "embeddings", "word_embeddings", "embedding")
+  bias = ("v_encoder", "f_encoder", "lm_head", "bias")
+  params[word][vocab:] = 0.0
+  params[bias][vocab:] = 0.0
+  return mapping.params_to_state_dict(mapping.unflatten(params))
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".npz"])
+@pytest.mark.parametrize("vocab", [320, 500, 50265])
+def test_any_vocab_converts_and_round_trips(tmp_path, vocab, suffix):
+  padded = padded_vocab_size(vocab)
+  sd = original_state_dict(vocab)
+  assert sd[F + "embeddings.word_embeddings.weight"].shape[0] == padded
+  src = files.save_state_dict(sd, tmp_path / f"original{suffix}")
+  ck = tmp_path / "ck"
+  assert cli_main(["from-hero", "--src", str(src), "--model-config",
+                   str(original_model_json(tmp_path, vocab)), "--out", str(ck)]) == 0
+  params, cfg = checkpoint.load_hero_checkpoint(ck)
+  # The table has the padded rows, the MLM head the JSON's columns.
+  assert cfg.vocab_size == padded and cfg.mlm_columns == vocab
+  assert cfg.mlm_vocab_size == (vocab if vocab % 8 else None)
+  want, _ = mapping.state_dict_to_params(sd, abstract_params(cfg))
+  assert_trees_equal(params, want)
+  out = tmp_path / f"back{suffix}"
+  assert cli_main(["to-hero", "--src", str(ck), "--out", str(out)]) == 0
+  back = files.load_state_dict(out)
+  if suffix == ".pt":
+    assert back.pop("vocab_padded") is True
+  assert_state_dicts_equal(back, sd)
+  # Without the JSON: the rows from the shapes, every row an MLM column.
+  assert cli_main(["from-hero", "--src", str(src), "--num-heads", str(cfg.num_attention_heads),
+                   "--out", str(tmp_path / "ck2")]) == 0
+  assert checkpoint.load_hero_config(tmp_path / "ck2") == cfg.replace(mlm_vocab_size=None)
+
+
+def test_original_config_pads_the_vocab_as_the_original():
+  for vocab, rows, columns in [(50265, 50272, 50265), (50272, 50272, 50272), (500, 504, 500),
+                               (320, 320, 320)]:
+    d = copy.deepcopy(fixture_json()["model_config_pretrain"])
+    d["f_config"]["vocab_size"] = vocab
+    cfg = HeroConfig.from_original(d)
+    assert (cfg.vocab_size, cfg.mlm_columns) == (rows, columns), vocab
+
+
+def test_vocab_mismatch_between_config_and_checkpoint_is_named(tmp_path, capsys):
+  src = files.save_state_dict(original_state_dict(500), tmp_path / "w.npz")
+  assert cli_main(["from-hero", "--src", str(src), "--model-config",
+                   str(original_model_json(tmp_path, 320)), "--out", str(tmp_path / "ck")]) == 2
+  err = capsys.readouterr().err
+  assert "504 rows" in err and "320" in err
+
+
+def test_to_hero_pads_an_unpadded_vocab(tmp_path):
+  """A hero_jax model with 317 tokens is written as the original saves it:
+  320 rows, the 3 new ones zero, the decoder still tied."""
+  vocab = 317
+  sd = original_state_dict(padded_vocab_size(vocab))
+  for key in (F + "embeddings.word_embeddings.weight", F + "lm_head.decoder.weight", F + "lm_head.bias"):
+    sd[key] = sd[key][:vocab]
+  cfg = hero_cfg().replace(vocab_size=vocab, mlm_vocab_size=None)
+  params, _ = mapping.state_dict_to_params(sd, abstract_params(cfg))
+  checkpoint.save_hero_checkpoint(tmp_path / "ck", params, cfg)
+  assert cli_main(["to-hero", "--src", str(tmp_path / "ck"), "--out", str(tmp_path / "w.pt")]) == 0
+  back = files.load_state_dict(tmp_path / "w.pt")
+  assert back.pop("vocab_padded") is True
+  for key in (F + "embeddings.word_embeddings.weight", F + "lm_head.decoder.weight", F + "lm_head.bias"):
+    assert back[key].shape[0] == padded_vocab_size(vocab), key
+    np.testing.assert_array_equal(back[key][:vocab], sd[key])
+    np.testing.assert_array_equal(back[key][vocab:], 0.0)
+  _, report = mapping.state_dict_to_params(
+      back, abstract_params(cfg.replace(vocab_size=padded_vocab_size(vocab))))
+  assert report.ok

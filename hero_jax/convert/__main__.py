@@ -9,7 +9,11 @@ Commands:
 
 Model sizes. ``from-hero`` reads every size it can from the tensor shapes
 (hidden, intermediate, vocab, frame feature dim, frame positions, FOM
-classes, layer counts). The head count is not in the shapes: it comes from
+classes, layer counts). Vocabulary: original checkpoints always hold a
+table padded to a multiple of 8 (``pad_vocab``), while the original JSON
+configs give the tokenizer's size; a ``--model-config`` whose vocab_size is
+not a multiple of 8 (``hero_pretrain.json``'s 50265) gives the padded table
+and MLM logits sliced to the JSON's size, as the original's model. The head count is not in the shapes: it comes from
 ``--model-config`` (the original JSON with ``f_config``/``c_config``, e.g.
 ``config/hero_finetune.json``, or a hero_jax ``HeroConfig`` JSON) or
 ``--num-heads`` (default 12). A given ``--model-config`` also sets the layer
@@ -72,9 +76,18 @@ def hero_config_for(state_dict, args) -> tuple[HeroConfig, list]:
     # with the missing/unexpected layers named.
     inferred.pop("cross_layers", None)
     inferred.pop("temporal_layers", None)
-    if "vocab_size" in inferred and inferred["vocab_size"] != base.vocab_size:
-      notes.append(f"vocab_size {inferred['vocab_size']} from the word embeddings "
-                   f"(the model config says {base.vocab_size})")
+    rows = inferred.get("vocab_size", base.vocab_size)
+    if rows != base.vocab_size:
+      raise ValueError(
+          f"the checkpoint's word embeddings have {rows} rows, but --model-config "
+          f"{args.model_config} gives a table of {base.vocab_size} rows (its vocab_size "
+          "padded to a multiple of 8, as the original's pad_vocab does); the original cannot "
+          "load this checkpoint with that config either. Give the config it was trained "
+          "with, or leave out --model-config to read the vocabulary from the shapes")
+    if base.mlm_vocab_size is not None:
+      notes.append(f"vocabulary: {base.vocab_size} rows, the model config's "
+                   f"{base.mlm_vocab_size} padded to a multiple of 8 as the original's pad_vocab; "
+                   f"MLM logits keep the first {base.mlm_vocab_size} columns")
   kw = {**inferred, **_flag_overrides(args)}
   return base.replace(**kw), notes
 
@@ -123,9 +136,13 @@ def cmd_to_hero(args) -> int:
   if out.exists() and not args.overwrite:
     raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
   params, cfg = checkpoint.load_hero_checkpoint(args.src)
-  sd = mapping.params_to_state_dict(params)
+  sd, added = mapping.pad_vocab(mapping.params_to_state_dict(params))
   files.save_state_dict(sd, out)
   _print_config(cfg)
+  if added:
+    print(f"note: vocabulary padded with {added} zero rows to {cfg.vocab_size + added} "
+          "(original checkpoints always hold a multiple of 8 rows); load it with vocab_size "
+          f"{cfg.vocab_size + added}, MLM logits sliced to {cfg.mlm_columns}")
   print(f"wrote {out} ({len(sd)} tensors)")
   return 0
 

@@ -1,4 +1,4 @@
-"""Original HERO ``state_dict`` <-> hero_jax params (pure numpy, no torch).
+"""Original HERO ``state_dict`` <-> hero_jax params (numpy; no torch).
 
 Key rule (spec 6.2). A torch key is split on '.', and a numeric component is
 merged into the one before it (``encoder.layer.3`` -> ``encoder/layer_3``,
@@ -30,6 +30,7 @@ import numpy as np
 # File I/O lives in ``files`` (torch imported lazily there); re-exported here
 # so that ``mapping.load_state_dict(path)`` works too.
 from hero_jax.convert.files import load_state_dict, save_state_dict  # noqa: F401
+from hero_jax.model.config import padded_vocab_size
 
 FlaxPath = tuple  # a Flax parameter path, e.g. ('v_encoder', 'mask_embedding', 'embedding')
 
@@ -348,6 +349,38 @@ def params_to_state_dict(params: Mapping) -> dict[str, np.ndarray]:
     if emb_key in out:
       out[f"{module}.pad"] = np.zeros((PAD_ROWS, out[emb_key].shape[1]), np.float32)
   return out
+
+
+def pad_rows(array: np.ndarray, rows: int, key: str) -> np.ndarray:
+  """``array`` with zero rows appended up to ``rows`` (``pad_tensor_to_mul``)."""
+  if array.shape[0] > rows:
+    raise ValueError(f"{key} has {array.shape[0]} rows, more than the vocab_size {rows}")
+  pad = np.zeros((rows - array.shape[0],) + array.shape[1:], array.dtype)
+  return np.concatenate([array, pad])
+
+
+_VOCAB_ROW_SUFFIXES = (_WORD_EMB_SUFFIX, _TIED_SUFFIX, "lm_head.bias")
+
+
+def pad_vocab(state_dict: Mapping[str, np.ndarray]) -> tuple[dict, int]:
+  """(state dict with a vocabulary padded to a multiple of 8, rows added).
+
+  Every checkpoint the original writes has a padded table (``ModelSaver``
+  asserts it, and sets ``vocab_padded``), and the original loads one only
+  into a model of that row count. A hero_jax model whose ``vocab_size`` is
+  not a multiple of 8 is padded here with zero rows in the word embeddings,
+  the tied decoder and ``lm_head.bias``, as ``pad_vocab`` would.
+  """
+  out = dict(state_dict)
+  word = [k for k in out if _matches_suffix(k, _WORD_EMB_SUFFIX)]
+  if not word:
+    return out, 0
+  rows = out[word[0]].shape[0]
+  target = padded_vocab_size(rows)
+  for key in out:
+    if any(_matches_suffix(key, s) for s in _VOCAB_ROW_SUFFIXES):
+      out[key] = pad_rows(np.asarray(out[key]), target, key)
+  return out, target - rows
 
 
 # ---------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import numpy as np
 
 from hero_jax.convert import files
 from hero_jax.convert import mapping
-from hero_jax.model.config import HeroConfig
+from hero_jax.model.config import HeroConfig, VOCAB_MULTIPLE, padded_vocab_size
 
 F = "v_encoder.f_encoder."
 _LAYER = re.compile(r"^roberta\.encoder\.layer\.(\d+)\.(.+)$")
@@ -93,10 +93,6 @@ def select_layers(num_source: int, num_target: int, skip_layers: bool = True) ->
   return {gap * (i + 1) - 1: i for i in range(num_target)}
 
 
-def _pad8(n: int) -> int:
-  return -(-n // 8) * 8
-
-
 def _normalise(sd: Mapping[str, Any], report: RobertaReport) -> dict:
   """Legacy gamma/beta names, HF buffers, and a missing ``roberta.`` prefix."""
   out = {}
@@ -132,18 +128,12 @@ def roberta_config(state_dict: Mapping[str, Any], base: HeroConfig | None = None
       raise ValueError(f"{key} not found: cannot read the model sizes from this checkpoint")
     return tuple(int(n) for n in sd[key].shape)
   vocab, hidden = shape(_WORD_KEY)
-  kw = dict(hidden_size=hidden, vocab_size=_pad8(vocab), mlm_vocab_size=vocab if vocab % 8 else None,
+  kw = dict(hidden_size=hidden, vocab_size=padded_vocab_size(vocab),
+            mlm_vocab_size=vocab if vocab % VOCAB_MULTIPLE else None,
             intermediate_size=shape("roberta.encoder.layer.0.intermediate.dense.weight")[0],
             max_position_embeddings=shape("roberta.embeddings.position_embeddings.weight")[0])
   kw.update(overrides)
   return (base or HeroConfig()).replace(**kw)
-
-
-def _pad_rows(array: np.ndarray, rows: int, key: str) -> np.ndarray:
-  if array.shape[0] > rows:
-    raise ValueError(f"{key} has {array.shape[0]} rows but the HERO vocab_size is {rows}")
-  pad = np.zeros((rows - array.shape[0],) + array.shape[1:], array.dtype)
-  return np.concatenate([array, pad])
 
 
 def _map_key(key: str, layer_map: Mapping[int, int], load_lm_head: bool) -> tuple[str | None, str]:
@@ -179,7 +169,7 @@ def _rename(sd: Mapping[str, Any], cfg: HeroConfig, skip_layers: bool, load_lm_h
       continue
     array = np.asarray(value, np.float32)
     if hero_key.endswith(("word_embeddings.weight", "lm_head.bias")):
-      array = _pad_rows(array, cfg.vocab_size, key)
+      array = mapping.pad_rows(array, cfg.vocab_size, key)
     out[hero_key] = array
     report.loaded.append((key, hero_key))
   return out

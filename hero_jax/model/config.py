@@ -9,6 +9,18 @@ import jax.numpy as jnp
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
+# The original pads the word-embedding table (and the tied MLM decoder and
+# bias) to a multiple of 8 whenever it builds a model from weights
+# (``CrossModalTrm.pad_vocab``), and its ``ModelSaver`` asserts it: every
+# original checkpoint has a padded row count, while its JSON configs give the
+# tokenizer's vocabulary (50265 in ``hero_pretrain.json``).
+VOCAB_MULTIPLE = 8
+
+
+def padded_vocab_size(vocab_size: int) -> int:
+  """``vocab_size`` rounded up to a multiple of 8, as ``pad_vocab`` does."""
+  return -(-int(vocab_size) // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
 
 @dataclasses.dataclass(frozen=True)
 class HeroConfig:
@@ -79,7 +91,15 @@ class HeroConfig:
 
   @classmethod
   def from_original(cls, model_config: Mapping[str, Any], **overrides) -> "HeroConfig":
-    """From HERO's JSON model config (``f_config``/``c_config``/``q_config``)."""
+    """The model the original builds from its JSON config (``f_config``/...).
+
+    The vocabulary is padded as the original's ``pad_vocab`` pads it: the
+    table gets ``padded_vocab_size(vocab_size)`` rows, and when that adds
+    rows (e.g. 50265 -> 50272) the MLM logits keep the first ``vocab_size``
+    columns (``mlm_vocab_size``), as the original slices off ``vocab_pad``.
+    A vocabulary that is already a multiple of 8 (``hero_finetune.json``'s
+    50272) is used as is, with every MLM column.
+    """
     f, c = model_config["f_config"], model_config["c_config"]
     for key in ("hidden_size", "num_attention_heads", "intermediate_size"):
       if f[key] != c[key]:
@@ -90,7 +110,8 @@ class HeroConfig:
         intermediate_size=f["intermediate_size"],
         cross_layers=f["num_hidden_layers"],
         temporal_layers=c["num_hidden_layers"],
-        vocab_size=f["vocab_size"],
+        vocab_size=padded_vocab_size(f["vocab_size"]),
+        mlm_vocab_size=(f["vocab_size"] if f["vocab_size"] % VOCAB_MULTIPLE else None),
         max_position_embeddings=f["max_position_embeddings"],
         hidden_dropout=f["hidden_dropout_prob"],
         attention_dropout=f["attention_probs_dropout_prob"],
