@@ -6,6 +6,7 @@
 The batch is the one the original HERO was measured with on a 2-core CPU:
 8 videos per step, 60 frames and 20 subtitles of 12 tokens per video, fp32,
 one objective per step (the original: 9-11 s per step, 0.8-0.9 videos/s).
+``vcmr`` (TVR fine-tuning) takes one query per video instead of VSM's five.
 FLOPs come from XLA's cost analysis of the compiled step; MFU is against
 ``--peak_tflops``, or on CPU against a float32 matmul peak measured here
 with numpy (stated in the output).
@@ -14,18 +15,19 @@ with numpy (stated in the output).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import jax
 import numpy as np
 
 from hero_jax import layout
-from hero_jax.data import pipeline
+from hero_jax.data import pipeline, records
 from hero_jax.model.hero import Hero
 from hero_jax.objectives import host, registry
 from hero_jax.train import optimizer, sharding, step as step_lib, tasks
 
-OBJECTIVES = ("mlm", "mfm-nce", "fom", "vsm")
+OBJECTIVES = ("mlm", "mfm-nce", "fom", "vsm", "vcmr")
 VIDEOS, FRAMES, SUBS, TOKENS = 8, 60, 20, 12
 
 
@@ -54,11 +56,18 @@ def videos(cfg, vocab_hi: int) -> list:
 
 def make_batch(objective: str, cfg, ctx) -> dict:
   rng = np.random.default_rng(1)
-  examples = [registry.get(objective).make_example(v, rng, ctx) for v in videos(cfg, ctx.ids.v_range[1])]
+  items = videos(cfg, ctx.ids.v_range[1])
+  if registry.get(objective).records == "moments":   # TVR fine-tuning: one query per video
+    ctx = dataclasses.replace(ctx, sizes=dataclasses.replace(ctx.sizes, queries=1),
+                              queries_per_video=1)
+    items = [layout.QueryExample(v, records.MomentQuery(
+        qid=v.vid, vid=v.vid, text="", token_ids=v.sub_ids[0][:TOKENS], ts=(3.0, 9.0),
+        duration=FRAMES * 1.5)) for v in items]
+  examples = [registry.get(objective).make_example(x, rng, ctx) for x in items]
   return {k: v[None] for k, v in layout.stack_examples(examples).items()}
 
 
-def bench(name: str, cfg, steps: int, peak_gflops: float) -> None:
+def bench(name: str, cfg, steps: int, peak_gflops: float, objectives=OBJECTIVES) -> None:
   sizes = layout.LayoutSizes(max_frames=FRAMES, max_rows=SUBS, max_row_frames=FRAMES // SUBS,
                              max_row_tokens=TOKENS + 1, queries=5, max_query_tokens=TOKENS + 1,
                              max_predictions=48)
@@ -73,7 +82,7 @@ def bench(name: str, cfg, steps: int, peak_gflops: float) -> None:
         f"compute {cfg.dtype}")
   print(f"{'objective':9s} {'compile s':>9s} {'step s':>8s} {'videos/s':>9s} {'padding':>8s} "
         f"{'GFLOP/step':>11s} {'GFLOP/s':>8s} {'MFU':>6s}")
-  for objective in OBJECTIVES:
+  for objective in objectives:
     batch = make_batch(objective, cfg, ctx)
     settings = registry.get(objective).make_settings({})
     run = step_lib.make_train_step(Hero(cfg), registry.get(objective), settings, tx, mesh, rules,
@@ -104,6 +113,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", nargs="+", default=["tiny", "base"], choices=["tiny", "base"])
   parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="the device's peak; default: a numpy float32 matmul measured on CPU")
@@ -117,7 +127,7 @@ def main():
     print(f"device: {device.device_kind}; peak: {peak:.0f} GFLOP/s (numpy float32 2048^3 matmul, "
           f"measured now)")
   for name in args.models:
-    bench(name, tasks.PRESETS[name](dtype=args.dtype), args.steps, peak)
+    bench(name, tasks.PRESETS[name](dtype=args.dtype), args.steps, peak, args.objectives)
 
 
 if __name__ == "__main__":

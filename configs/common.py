@@ -13,10 +13,11 @@ def base_config() -> ml_collections.ConfigDict:
   # Model: a preset ('tiny' | 'base') plus HeroConfig field overrides.
   c.model = ml_collections.ConfigDict({"preset": "base", "overrides": {}})
   c.compute_dtype = "float32"  # bfloat16: compute in bf16, params/optimizer in f32
-  c.init = ml_collections.ConfigDict({
-      "checkpoint": "",   # a converted HERO orbax checkpoint folder, or a RoBERTa .bin/.safetensors
-      "format": "hero",   # hero | roberta
-  })
+  # Weights to start from (hero_jax.train.init_from): a converted hero_jax
+  # checkpoint folder, a training workdir (its newest checkpoint), an original
+  # HERO .pt/.npz, or HF RoBERTa weights; "" = HERO's fresh init.
+  c.init_from = ""
+  c.init_format = "auto"  # auto | hero_jax | run | original | roberta
   # Data: datasets mixed by ratio (HERO's targets_ratio), keyed by a short
   # name; each is a built videos dataset '<data_dir>/<name>'. The synthetic
   # set is built if missing.
@@ -54,6 +55,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict({
       "shape": {"data": -1, "fsdp": 1, "model": 1},
       "rules": [list(r) for r in sharding.DEFAULT_RULES],
+  })
+  # Whole-split evaluation of downstream objectives (VCMR: hero_jax.eval.vcmr),
+  # every eval_every steps and in mode=eval, on each split in eval.splits.
+  c.eval = ml_collections.ConfigDict({
+      "splits": ["val"],
+      "submission": "",  # "tvr": CodaLab zip (val + test_public) | "how2r": VALUE's format
+      "vcmr": {"q2c_alpha": 20.0, "max_vcmr_video": 100, "min_pred_l": 2, "max_pred_l": 16,
+               "max_before_nms": 200, "max_after_nms": 100, "nms_thd": 0.5, "video_batch": 50,
+               "video_block": 256, "query_batch": 80, "use_desc_type": True},
   })
   c.log_every = 100
   c.eval_every = 500

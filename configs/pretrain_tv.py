@@ -2,7 +2,7 @@
 
   python -m hero_jax.data.build --dataset hero_tv/videos --manual_dir ~/hero_data
   python -m hero_jax.main --config configs/pretrain_tv.py --workdir ~/runs/hero_tv \\
-      --config.init.checkpoint=~/roberta-base/pytorch_model.bin
+      --config.init_from=~/roberta-base/pytorch_model.bin
   # TPU pod: ./launch_tpu.sh (see the README), which adds --distributed
 
 1024 videos per update (the original: 16 GPUs x 32 videos x 2 accumulation
@@ -19,7 +19,7 @@ def get_config():
   c.model.preset = "base"
   c.model.overrides = {"mlm_vocab_size": 50265}
   c.compute_dtype = "bfloat16"
-  c.init.format = "roberta"
+  c.init_format = "roberta"
   c.train.update({"num_steps": 100000, "batch_videos": 512, "accum_steps": 2,
                   "learning_rate": 3e-5, "warmup_steps": 10000})
   c.objectives.vsm.update({"hard_negative_start_step": 20000, "hard_pool_size": 20,

@@ -63,6 +63,7 @@ Objective-specific fields:
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -169,3 +170,12 @@ class VideoExample:
   @property
   def num_frames(self) -> int:
     return int(self.frames.shape[0])
+
+
+@dataclasses.dataclass
+class QueryExample:
+  """A query record joined to its video, for objectives that read queries
+  (``Objective.records`` other than ``"videos"``): ``query`` is a
+  ``records.MomentQuery`` (TVR, How2R) or ``records.QaQuery`` (TVQA, How2QA)."""
+  video: VideoExample
+  query: Any

@@ -6,7 +6,9 @@
 
 ``--config.a.b=value`` overrides any config field; the config is locked, so
 a misspelt field is an error. ``--config.mode=eval`` evaluates the newest
-checkpoint of the workdir on every objective.
+checkpoint of the workdir (or the ``--config.init_from`` weights) on every
+objective, and downstream objectives on the whole ``eval.splits``, writing
+their prediction files.
 """
 
 from __future__ import annotations

@@ -25,10 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from hero_jax import layout
+from hero_jax.data import records
 from hero_jax.objectives import fom
 from hero_jax.objectives import host
 from hero_jax.objectives import mfm
 from hero_jax.objectives import mlm
+from hero_jax.objectives import vcmr
 from hero_jax.objectives import vsm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -139,11 +141,55 @@ def fixture_sizes() -> layout.LayoutSizes:
       max_predictions=max(int(per_video.max()), 1))
 
 
-def host_context() -> host.HostContext:
+def host_context(sizes=None) -> host.HostContext:
   d = data_config()
-  return host.HostContext(sizes=fixture_sizes(), ids=special_ids(),
+  sizes = sizes or fixture_sizes()
+  return host.HostContext(sizes=sizes, ids=special_ids(),
                           max_txt_len=int(d["max_txt_len"]), mask_prob=float(d["mask_prob"]),
-                          queries_per_video=int(d["query_per_video"]))
+                          queries_per_video=sizes.queries,
+                          frame_length=float(inputs_raw()["frame_length"]))
+
+
+# --- TVR (queries) ---
+
+def word_ids(text: str) -> np.ndarray:
+  """The fixture's stand-in tokenizer: word ``w<k>`` is id k."""
+  return np.array([int(w[1:]) for w in text.split()], np.int64)
+
+
+def moment_query(rec: dict) -> records.MomentQuery:
+  """A TVR annotation record of ``inputs_raw.json`` as our query."""
+  return records.MomentQuery(qid=str(rec["desc_id"]), vid=rec["vid_name"], text=rec["desc"],
+                             token_ids=word_ids(rec["desc"]), ts=tuple(rec["ts"]),
+                             duration=float(rec["duration"]), query_type=rec.get("type", ""))
+
+
+@functools.lru_cache(maxsize=None)
+def video_by_name(name: str) -> layout.VideoExample:
+  return {v.vid: v for v in videos()}[name]
+
+
+def tvr_train_examples() -> list:
+  """The TVR training batch's (video, query) pairs in batch order."""
+  z = load_npz("tvr_train")
+  vids = json.loads(str(z["batch.vids"]))
+  queries = [moment_query(r) for r in inputs_raw()["tvr_train_queries"]]
+  out = []
+  for row, vidx in zip(z["batch.query_input_ids"], z["batch.q_vidx"]):
+    ids = row[1:][row[1:] != special_ids().pad]
+    match = [q for q in queries if q.vid == vids[vidx] and np.array_equal(q.token_ids, ids)]
+    if len(match) != 1:
+      raise ValueError(f"no single TVR train query of video {vids[vidx]} has ids {ids.tolist()}")
+    out.append(layout.QueryExample(video=video_by_name(vids[vidx]), query=match[0]))
+  return out
+
+
+def tvr_train_batch() -> dict:
+  z = load_npz("tvr_train")
+  sizes = dataclasses.replace(fixture_sizes(), queries=1,
+                              max_query_tokens=z["batch.query_input_ids"].shape[1])
+  ctx = host_context(sizes)
+  return layout.stack_examples([vcmr.build_vcmr_example(item, ctx) for item in tvr_train_examples()])
 
 
 # --- recorded choices, in our formats ---

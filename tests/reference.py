@@ -35,6 +35,23 @@ def params(source: str = "npz"):
   return out
 
 
+def vcmr_state_dict() -> dict:
+  """``HeroForVcmr``'s state dict: ``weights.npz``'s encoder + ``weights_vcmr.npz``'s heads."""
+  sd = convert.load_state_dict(fb.fixture_dir() / "weights.npz")
+  heads = convert.load_state_dict(fb.fixture_dir() / "weights_vcmr.npz")
+  unknown = sorted(set(heads) - set(sd))
+  if unknown:
+    raise ValueError(f"weights_vcmr.npz holds keys HeroForPretraining lacks: {unknown}")
+  return {**sd, **heads}
+
+
+@functools.lru_cache(maxsize=None)
+def vcmr_params():
+  out, _ = convert.state_dict_to_params(vcmr_state_dict(), abstract_params(model_config()),
+                                        strict=True)
+  return out
+
+
 def vsm_settings():
   """VSM settings as the fixtures ran them (``config.json`` ``vsm``)."""
   from hero_jax.objectives import vsm

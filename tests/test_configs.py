@@ -10,6 +10,7 @@ from hero_jax.train import sharding, tasks
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.name for p in (REPO / "configs").glob("pretrain_*.py"))
+FINETUNE = sorted(p.name for p in (REPO / "configs").glob("finetune_*.py"))
 
 
 def load(name):
@@ -51,3 +52,36 @@ def test_unknown_preset_is_an_error():
   c.model.preset = "huge"
   with pytest.raises(ValueError, match="unknown 'huge'"):
     tasks.hero_config(c)
+
+
+@pytest.mark.parametrize("name", FINETUNE)
+def test_finetune_config_resolves(name):
+  from hero_jax.eval import vcmr
+  c = load(name)
+  c.lock()
+  assert isinstance(tasks.hero_config(c), HeroConfig)
+  assert {t.objective for t in tasks.tasks(c)} == {"vcmr"}
+  assert all("videos" in d for d in c.data.datasets.values())
+  assert c.layout.queries == 1
+  vcmr.VcmrEvalSettings(**c.eval.vcmr)
+
+
+def test_the_tvr_recipe_is_the_original():
+  c = load("finetune_tvr.py")
+  assert (c.train.batch_videos, c.train.accum_steps) == (256, 2)   # 8 GPUs x 32 x 2
+  assert (c.train.learning_rate, c.train.warmup_steps, c.train.num_steps) == (1e-4, 500, 5000)
+  s = dict(tasks.objective_settings(c))["vcmr"][1]
+  assert (s.hard_negative_start_step, s.hard_pool_size, s.hard_neg_weight) == (2000, 20, 10)
+  assert (s.lw_neg_ctx, s.lw_neg_q, s.lw_st_ed, s.drop_svmr_prob) == (8, 8, 0.01, 0.8)
+  assert (s.group_videos, s.ranking_loss_scale) == (256, 1 / 8)
+  e = c.eval.vcmr
+  assert (e.min_pred_l, e.max_pred_l, e.nms_thd, e.q2c_alpha, e.max_vcmr_video) == (2, 16, 0.5, 20, 100)
+  assert (c.data.max_clip_len, c.host.max_txt_len) == (100, 60)
+
+
+def test_how2r_hard_negatives_never_switch_on_as_value():
+  c = load("finetune_how2r.py")
+  s = dict(tasks.objective_settings(c))["vcmr"][1]
+  assert s.hard_negative_start_step > c.train.num_steps == 3000
+  assert (c.eval.vcmr.min_pred_l, c.eval.vcmr.max_pred_l, c.eval.vcmr.nms_thd) == (3, 20, -1.0)
+  assert s.drop_svmr_prob == 0.9 and c.train.warmup_steps == 300

@@ -114,10 +114,12 @@ def test_metadata_and_report(built):
 
 def test_queries_hold_video_ids_and_join(built):
   tvr = text_records("tvr_train.db")
-  queries = pipeline.BuiltDataset(built["tvr"], "train")
+  queries = pipeline.QuerySource(built["tvr"], "train")
   videos = pipeline.VideoSource(built["videos"], "train")
   assert len(queries) == len(tvr)
   joined = pipeline.QueryJoin(queries, videos)
+  # Queries may name videos of any split: the corpus of all splits finds them all.
+  corpus = pipeline.QueryJoin(queries, pipeline.VideoCorpus(built["videos"]))
   in_train = 0
   for i in range(len(queries)):
     q = queries[i]
@@ -125,14 +127,18 @@ def test_queries_hold_video_ids_and_join(built):
     assert list(q["token_ids"]) == tvr[qid]["input_ids"]
     np.testing.assert_allclose(q["ts"], tvr[qid]["target"], rtol=1e-6)
     assert "frames" not in q  # no copy of the features
+    assert corpus.example(i).video.vid == tvr[qid]["vid"]
     if records.text(q["vid"]) in videos.index:
-      _, video = joined[i]
-      assert video.vid == tvr[qid]["vid"]
+      assert joined.example(i).video.vid == tvr[qid]["vid"]
       in_train += 1
     else:  # a query about a val video: clear error naming it
+      assert joined[i][1] is None
       with pytest.raises(KeyError, match=qid):
-        joined[i]
+        joined.example(i)
   assert in_train > 0
+  # The data's global video index (vid2dur_idx.json) is kept for the split's corpus.
+  index = json.loads((release_dir() / "txt_db/tv_subtitles.db/vid2dur_idx.json").read_text())
+  assert queries.video_index == {vid: v[1] for vid, v in index["train"].items()}
 
 
 def test_tvqa_questions(built):

@@ -181,13 +181,11 @@ def test_vsm_outputs():
   close(np.asarray(st).reshape(len(own), -1), z["out.st_logits"][np.arange(len(own)), own], "own start")
 
 
-@pytest.mark.parametrize("hard", ["off", "on"])
-def test_vsm_losses(hard):
-  z = fb.load_npz("vsm")
-  batch = fb.build_batch("vsm")
+def check_vsm_losses(z, batch, params, hard):
+  """Our VSM loss terms (train and eval reductions) against ``loss.*`` of ``z``."""
   settings = reference.vsm_settings()
   step = settings.hard_negative_start_step if hard == "on" else 0
-  model, params = Hero(reference.model_config()), reference.params()
+  model = Hero(reference.model_config())
   total, metrics = vsm.vsm_loss(model, params, batch, settings, step=step,
                                 rng=jax.random.key(0), deterministic=True)
   prefix = f"loss.train_hardneg_{hard}"
@@ -199,12 +197,20 @@ def test_vsm_losses(hard):
   # Evaluation reductions: summed start/end CE and per-query ranking losses.
   prefix = f"loss.eval_hardneg_{hard}"
   close(settings.lw_st_ed * float(metrics["loss_st_ed"][0]), z[f"{prefix}.st_ed"], "eval st_ed")
-  _, (seq, queries, _, _), _ = run("vsm", vsm.vsm_outputs)
+  seq, queries, _, _ = model.apply({"params": params}, batch, method=vsm.vsm_outputs)
   scores = vsm.query_video_scores(np.asarray(queries).reshape(-1, queries.shape[-1]), seq,
                                   batch["frame_mask"])
   l_ctx, l_q = vsm.ranking_losses(scores, batch["query_ids"].shape[1], hard == "on", settings)
   close(settings.lw_neg_ctx * np.asarray(l_ctx), z[f"{prefix}.neg_ctx"], "eval neg_ctx per query")
   close(settings.lw_neg_q * np.asarray(l_q), z[f"{prefix}.neg_q"], "eval neg_q per query")
+  return total, metrics, n
+
+
+@pytest.mark.parametrize("hard", ["off", "on"])
+def test_vsm_losses(hard):
+  z = fb.load_npz("vsm")
+  batch = fb.build_batch("vsm")
+  total, metrics, n = check_vsm_losses(z, batch, reference.params(), hard)
   if hard == "off":
     close(float(metrics["loss_st_ed"][0]) / n, z["val.loss_st_ed"], "val st_ed")
     close(float(metrics["loss_neg_ctx"][0]) / n, z["val.loss_neg_ctx"], "val neg_ctx")
@@ -232,3 +238,61 @@ def test_vsm_local_branch_follows_drop_svmr_prob():
   keys = jax.random.split(jax.random.key(0), 2000)
   share = float(jnp.mean(jax.vmap(lambda k: vsm.local_branch_on(k, settings))(keys)))
   assert abs(share - 0.2) < 0.03, share
+
+
+# --- TVR fine-tuning (HeroForVcmr) ---
+
+
+def test_vcmr_batch_targets():
+  z = fb.load_npz("tvr_train")
+  batch = fb.tvr_train_batch()
+  np.testing.assert_array_equal(batch["query_st_ed"][:, 0], z["batch.targets"])
+  ids, mask = batch["query_ids"][:, 0], batch["query_mask"][:, 0]
+  np.testing.assert_array_equal(np.where(mask > 0, ids, fb.special_ids().pad), z["batch.query_input_ids"])
+  np.testing.assert_array_equal(mask, z["batch.query_attn_masks"])
+
+
+def test_vcmr_outputs():
+  """Paired start/end (one query per video), scores and every intermediate."""
+  z = fb.load_npz("tvr_train")
+  batch = fb.tvr_train_batch()
+  model, params = Hero(reference.model_config()), reference.vcmr_params()
+  (seq, queries, st, ed), state = model.apply({"params": params}, batch, method=vsm.vsm_outputs,
+                                              mutable=["intermediates"])
+  inter = state["intermediates"]
+  check_packed_rows(batch, cross_modal_output(inter), z, "out.f_sequence_packed", "f_sequence")
+  close(seq, z["out.c_sequence"], "c_sequence")
+  tokens = np.asarray(inter["query_tokens"][0])
+  packed = np.concatenate([tokens[i, :n] for i, n in enumerate(z["out.q_row_len"])])
+  close(packed, z["out.q_token_packed"], "query tokens")
+  q = np.asarray(queries)[:, 0]
+  close(q, z["out.modular_query"], "modular query")
+  close(np.asarray(inter["video_query_linear_output"][0])[:, 0], z["out.video_query_linear"],
+        "video_query_linear")
+  close(np.asarray(st)[:, 0], z["out.st_logits"], "paired start logits")
+  close(np.asarray(ed)[:, 0], z["out.ed_logits"], "paired end logits")
+  close(vsm.query_video_scores(q, seq, batch["frame_mask"]), z["out.q2video_scores"], "scores")
+
+
+@pytest.mark.parametrize("hard", ["off", "on"])
+def test_vcmr_losses(hard):
+  check_vsm_losses(fb.load_npz("tvr_train"), fb.tvr_train_batch(), reference.vcmr_params(), hard)
+
+
+def test_vcmr_ranking_groups_and_scale():
+  """Negatives from groups of videos = the loss of each group on its own;
+  the ranking scale multiplies only the ranking terms."""
+  batch = fb.tvr_train_batch()
+  model, params = Hero(reference.model_config()), reference.vcmr_params()
+  base = reference.vsm_settings()
+  n = batch["frames"].shape[0]
+  g = next(d for d in range(n // 2, 0, -1) if n % d == 0)   # a proper divisor
+  grouped = dataclasses.replace(base, group_videos=g, ranking_loss_scale=0.25)
+  total, m = vsm.vsm_loss(model, params, batch, grouped)
+  parts = [vsm.vsm_loss(model, params, {k: v[i * g:(i + 1) * g] for k, v in batch.items()}, base)[1]
+           for i in range(n // g)]
+  for key in ("loss_neg_ctx", "loss_neg_q"):
+    close(float(m[key][0]), sum(float(p[key][0]) for p in parts), key)
+  st_ed = float(m["loss_st_ed"][0]) / n
+  ranking = (base.lw_neg_ctx * float(m["loss_neg_ctx"][0]) + base.lw_neg_q * float(m["loss_neg_q"][0])) / n
+  close(float(total), base.lw_st_ed * st_ed + 0.25 * ranking, "scaled total")

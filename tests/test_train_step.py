@@ -119,10 +119,11 @@ def states():
   return tx, out
 
 
-def one_step(objective, batch, mesh, state, tx):
+def one_step(objective, batch, mesh, state, tx, overrides=None):
   rules = sharding.DEFAULT_RULES
-  settings = registry.get(objective).make_settings(
-      {"hard_negative_start_step": 0, "hard_pool_size": 3} if objective == "vsm" else {})
+  if overrides is None:
+    overrides = {"hard_negative_start_step": 0, "hard_pool_size": 3} if objective == "vsm" else {}
+  settings = registry.get(objective).make_settings(overrides)
   run = step_lib.make_train_step(Hero(CFG), registry.get(objective), settings, tx, mesh, rules,
                                  step_lib.state_shardings(state), accum_steps=1)
   arrays = pipeline.make_global_batch(batch, sharding.batch_sharding(mesh, leading_axes=1))
@@ -130,20 +131,42 @@ def one_step(objective, batch, mesh, state, tx):
   return jax.device_get((new_state.params, out))
 
 
-@pytest.mark.parametrize("objective", OBJECTIVES)
-def test_meshes_give_the_same_losses_and_updates(batches, states, objective):
-  assert len(jax.devices()) == 8
+def check_meshes(objective, batch, states, meshes, overrides=None):
   tx, by_mesh = states
-  ref_params, ref_out = one_step(objective, batches[objective], *by_mesh[str(MESHES[0])], tx)
+  ref_params, ref_out = one_step(objective, batch, *by_mesh[str(meshes[0])], tx, overrides)
   assert ref_out["finite"]
-  for shape in MESHES[1:]:
-    params, out = one_step(objective, batches[objective], *by_mesh[str(shape)], tx)
+  for shape in meshes[1:]:
+    params, out = one_step(objective, batch, *by_mesh[str(shape)], tx, overrides)
     for name, (total, count) in ref_out["metrics"].items():
       np.testing.assert_allclose(out["metrics"][name][0], total, rtol=1e-5, atol=1e-5,
                                  err_msg=f"{shape} {name}")
       np.testing.assert_allclose(out["metrics"][name][1], count, rtol=1e-5, atol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
                  params, ref_params)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_meshes_give_the_same_losses_and_updates(batches, states, objective):
+  assert len(jax.devices()) == 8
+  check_meshes(objective, batches[objective], states, MESHES)
+
+
+def test_vcmr_negative_groups_do_not_depend_on_the_mesh(tmp_path, states):
+  """TVR fine-tuning: one query per example, negatives from groups of 4
+  examples, ranking scaled, hard negatives on: the same on 1 and 8 devices."""
+  spec = synthetic.SyntheticSpec(train_videos=16, val_videos=2, feature_dim=16, max_frames=20)
+  videos = build.build("hero_synthetic/videos", str(tmp_path), spec=spec).data_dir
+  tvr = build.build("hero_synthetic/tvr", str(tmp_path), spec=spec).data_dir
+  join = pipeline.QueryJoin(pipeline.QuerySource(tvr, "train"),
+                            pipeline.VideoCorpus(videos, max_clip_len=20))
+  sizes = layout.LayoutSizes(**{**SIZES.__dict__, "queries": 1})
+  ctx = pipeline.host_context(join, sizes, queries_per_video=1)
+  it = pipeline.make_pipeline(join, "vcmr", ctx, pipeline.PipelineOptions(batch_videos=8),
+                              process_index=0, process_count=1)
+  batch = {k: v[None] for k, v in next(it).items()}
+  check_meshes("vcmr", batch, states, MESHES[:2], {
+      "group_videos": 4, "ranking_loss_scale": 0.125, "hard_negative_start_step": 0,
+      "hard_pool_size": 2, "drop_svmr_prob": 0.0})
 
 
 def test_fsdp_and_tensor_rules_shard_the_parameters():
@@ -251,12 +274,12 @@ def test_training_starts_from_a_converted_hero_checkpoint(tmp_path):
   from hero_jax.train import loop
   params = params_lib.init_params(CFG, seed=4)
   save_hero_checkpoint(tmp_path / "hero", params, CFG)
-  config = ml_collections.ConfigDict({"seed": 0, "init": {"checkpoint": str(tmp_path / "hero"),
-                                                           "format": "hero"}})
+  config = ml_collections.ConfigDict({"seed": 0, "init_from": str(tmp_path / "hero"),
+                                      "init_format": "auto"})
   loaded = loop.init_params(config, CFG.replace(dtype="bfloat16"))
   jax.tree.map(np.testing.assert_array_equal, loaded, jax.device_get(params))
   with pytest.raises(ValueError, match="does not fit config.model"):
     loop.init_params(config, CFG.replace(hidden_size=32))
-  config.init.format = "onnx"
-  with pytest.raises(ValueError, match="'hero' or 'roberta'"):
+  config.init_format = "onnx"
+  with pytest.raises(ValueError, match="init_format must be one of"):
     loop.init_params(config, CFG)

@@ -82,6 +82,11 @@ class HeroBuilder(tfds.core.GeneratorBasedBuilder):
         "feature_dim": self.feature_dim, "frame_length": self.frame_length,
         "kind": self.builder_config.kind})
 
+  def _set_video_index(self, index) -> None:
+    """Query configs: the data's global video index per split (None: none)."""
+    if index is not None:
+      self.info.metadata["video_index"] = index
+
   def _video_examples(self, split: str, recs):
     """(key, example) of stored videos; refuses a split with no usable video."""
     report, ids = self._report(split), self.video_ids.setdefault(split, [])

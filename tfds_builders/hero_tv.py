@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from hero_jax.data import raw, records, release
+from hero_jax.data import raw, records, release, sources
 from tfds_builders import common
 
 DATASET = "tv"
@@ -55,6 +55,8 @@ def split_generators(builder: common.HeroBuilder, manual_dir: str, dataset: str,
     dbs = release.query_splits(manual_dir, task)
     meta = release.ReleaseTxtDb(next(iter(dbs.values())), "queries").meta
     builder._set_meta(release.special_ids(meta), str(meta.get("tokenizer", "")))
+    builder._set_video_index(sources.read_video_index(
+        [os.path.join(manual_dir, "txt_db", f"{dataset}_subtitles.db"), manual_dir]))
     read, encode = ((release.read_moments, records.encode_moment) if kind == common.MOMENTS
                     else (release.read_qa, records.encode_qa))
     return {split: builder._query_examples(split, read(path, known, builder._report(split)),
@@ -73,6 +75,7 @@ def split_generators(builder: common.HeroBuilder, manual_dir: str, dataset: str,
             for split, vids in splits.items()}
   task = query_tasks[builder.builder_config.name]
   known = set(raw.feature_files(manual_dir))
+  builder._set_video_index(sources.read_video_index([manual_dir]))
   if clip_seconds is not None:
     known = ClipNames(known)
   read, encode = ((raw.read_moments, records.encode_moment) if kind == common.MOMENTS

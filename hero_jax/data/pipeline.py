@@ -97,8 +97,16 @@ class VideoSource(BuiltDataset):
   def feature_dim(self) -> int:
     return int(self.metadata["feature_dim"])
 
+  @property
+  def frame_length(self) -> float:
+    return float(self.metadata["frame_length"])
+
   def video(self, index: int) -> layout.VideoExample:
     return records.decode_video(self.source[index], self.max_clip_len)
+
+  def raw_by_id(self, vid: str):
+    """The stored record of video ``vid``, or None when this split lacks it."""
+    return self.source[self.index[vid]] if vid in self.index else None
 
   def video_by_id(self, vid: str, *, needed_by: str = "") -> layout.VideoExample:
     if vid not in self.index:
@@ -107,19 +115,104 @@ class VideoSource(BuiltDataset):
     return self.video(self.index[vid])
 
 
-class QueryJoin:
-  """Query records joined to their video at load time (queries hold only the id)."""
+class VideoCorpus:
+  """Every split of a videos dataset, looked up by video id.
 
-  def __init__(self, queries: BuiltDataset, videos: VideoSource):
+  A query split may name videos of any split of the videos dataset (the
+  original reads one video DB for all of them), so query datasets join here.
+  Behaves like a ``VideoSource`` for lookups and metadata.
+  """
+
+  def __init__(self, path: str, max_clip_len: Optional[int] = 100):
+    import tensorflow_datasets as tfds
+    splits = sorted(tfds.builder_from_directory(path).info.splits)
+    self.path, self.max_clip_len = path, max_clip_len
+    self.splits = {split: VideoSource(path, split, max_clip_len) for split in splits}
+    first = self.splits[splits[0]]
+    self.metadata, self.kind = first.metadata, first.kind
+    self.owner = {}
+    for split, source in self.splits.items():
+      for vid in source.video_ids:
+        self.owner.setdefault(vid, split)
+
+  special_ids = VideoSource.special_ids
+  feature_dim = VideoSource.feature_dim
+  frame_length = VideoSource.frame_length
+
+  def __contains__(self, vid: str) -> bool:
+    return vid in self.owner
+
+  def raw_by_id(self, vid: str):
+    split = self.owner.get(vid)
+    return None if split is None else self.splits[split].raw_by_id(vid)
+
+  def video_by_id(self, vid: str, *, needed_by: str = "") -> layout.VideoExample:
+    if vid not in self.owner:
+      raise KeyError(f"video {vid!r}{' of ' + needed_by if needed_by else ''} is in no split "
+                     f"of {self.path}")
+    return self.splits[self.owner[vid]].video_by_id(vid)
+
+
+class QuerySource(BuiltDataset):
+  """A split of a query dataset (``moments``: TVR/How2R, ``qa``: TVQA/How2QA).
+
+  ``video_index``: the data's global video index of the split's corpus
+  ({video id: index}, TVR's ``vid2dur_idx.json``), or None when the data
+  has none.
+  """
+
+  def __init__(self, path: str, split: str):
+    super().__init__(path, split)
+    if self.kind not in ("moments", "qa"):
+      raise ValueError(f"{path} holds {self.kind!r} records, not queries")
+
+  @property
+  def video_index(self) -> Optional[dict]:
+    index = self.metadata.get("video_index") or {}
+    return dict(index[self.split]) if self.split in index else None
+
+  def query(self, index: int):
+    raw = self.source[index]
+    return records.decode_moment(raw) if self.kind == "moments" else records.decode_qa(raw)
+
+
+class QueryJoin:
+  """Query records joined to their video at load time (queries hold only the id).
+
+  ``join[i]`` is the pair of stored records ``(query, video)`` (video None
+  when no split of the videos holds it: the pipeline counts such queries as
+  skipped); ``join.example(i)`` the decoded ``layout.QueryExample``.
+  """
+
+  def __init__(self, queries: QuerySource, videos):
     self.queries, self.videos = queries, videos
+    self.kind = queries.kind
+    self.path, self.split = queries.path, queries.split
+    self.max_clip_len = videos.max_clip_len
+
+  @property
+  def special_ids(self) -> host.SpecialIds:
+    return self.videos.special_ids
+
+  @property
+  def feature_dim(self) -> int:
+    return self.videos.feature_dim
+
+  @property
+  def frame_length(self) -> float:
+    return self.videos.frame_length
 
   def __len__(self) -> int:
     return len(self.queries)
 
   def __getitem__(self, index: int) -> tuple:
     q = self.queries[index]
-    vid = records.text(q["vid"])
-    return q, self.videos.video_by_id(vid, needed_by=f"query {records.text(q['qid'])!r}")
+    return q, self.videos.raw_by_id(records.text(q["vid"]))
+
+  def example(self, index: int) -> layout.QueryExample:
+    query = self.queries.query(index)
+    video = self.videos.video_by_id(query.vid, needed_by=f"query {query.qid!r}")
+    return layout.QueryExample(video=video, query=query)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,12 +237,30 @@ def example_seed(seed: int, objective: str, record_index: int, epoch: int) -> li
   return [int(seed), zlib.crc32(objective.encode()), int(record_index), int(epoch)]
 
 
+def decode_item(raw, kind: str, max_clip_len: Optional[int]):
+  """A stored record (a video, or a (query, video) pair) as ``make_example``
+  takes it; raises ``SkipExample`` for a query whose video is missing."""
+  if kind == "videos":
+    return records.decode_video(raw, max_clip_len)
+  q_raw, v_raw = raw
+  query = records.decode_moment(q_raw) if kind == "moments" else records.decode_qa(q_raw)
+  if v_raw is None:
+    raise registry.SkipExample("query_unknown_video",
+                               f"query {query.qid!r} names video {query.vid!r}")
+  return layout.QueryExample(video=records.decode_video(v_raw, max_clip_len), query=query)
+
+
+def item_id(item) -> str:
+  return item.query.qid if isinstance(item, layout.QueryExample) else item.vid
+
+
 @dataclasses.dataclass
 class _Transform:
   """Decode + host transform of one record; picklable for grain workers.
 
   It holds the objective's ``make_example`` itself: unpickling it in a worker
   imports the module that defines (and registers) it, built-in or not.
+  ``kind``: the records it reads (``Objective.records``).
   """
   objective: str
   make_example: object
@@ -157,17 +268,19 @@ class _Transform:
   seed: int
   shard_len: int
   max_clip_len: Optional[int]
+  kind: str = "videos"
 
   def __call__(self, position: int, tagged) -> dict:
     record_index, raw = tagged
     epoch = position // self.shard_len
-    video = records.decode_video(raw, self.max_clip_len)
     rng = np.random.default_rng(example_seed(self.seed, self.objective, record_index, epoch))
     stats = collections.Counter()
+    item = None
     try:
-      example = self.make_example(video, rng, self.ctx, stats)
+      item = decode_item(raw, self.kind, self.max_clip_len)
+      example = self.make_example(item, rng, self.ctx, stats)
     except registry.SkipExample as e:
-      return {"skip": e.reason, "vid": video.vid}
+      return {"skip": e.reason, "vid": item_id(item) if item is not None else str(record_index)}
     except ValueError as e:
       raise ValueError(f"objective {self.objective!r}, record {record_index}: {e}") from None
     return {"example": example, "stats": dict(stats)}
@@ -228,17 +341,28 @@ class BatchIterator:
     self.batches = int(state["batches"])
 
 
-def make_pipeline(videos: VideoSource, objective: str, ctx: host.HostContext,
+def source_kind(source) -> str:
+  """The records a pipeline source yields: 'videos', 'moments' or 'qa'."""
+  return source.kind
+
+
+def make_pipeline(videos, objective: str, ctx: host.HostContext,
                   options: PipelineOptions, *, process_index: Optional[int] = None,
                   process_count: Optional[int] = None) -> BatchIterator:
-  """Batches of ``objective`` over this process's shard of ``videos``."""
+  """Batches of ``objective`` over this process's shard of ``videos``: a
+  ``VideoSource``, or a ``QueryJoin`` for objectives that read queries."""
   import grain
   import hero_jax.objectives  # noqa: F401  (registers the built-in objectives)
-  make_example = registry.get(objective).make_example
+  spec = registry.get(objective)
+  make_example = spec.make_example
+  if source_kind(videos) != spec.records:
+    raise ValueError(f"objective {objective!r} reads {spec.records} records, but {videos.path} "
+                     f"split {videos.split!r} holds {source_kind(videos)}")
   if process_index is None or process_count is None:
     import jax
     process_index, process_count = jax.process_index(), jax.process_count()
-  ds = grain.MapDataset.source(videos.source).map_with_index(_tag)
+  source = videos.source if spec.records == "videos" else videos
+  ds = grain.MapDataset.source(source).map_with_index(_tag)
   ds = ds[process_index::process_count]
   shard_len = len(ds)
   if shard_len < options.batch_videos:
@@ -247,8 +371,8 @@ def make_pipeline(videos: VideoSource, objective: str, ctx: host.HostContext,
   if options.shuffle:
     ds = ds.shuffle(seed=options.seed)
   ds = ds.repeat(options.num_epochs)
-  ds = ds.map_with_index(_Transform(objective, make_example, ctx,
-                                    options.seed, shard_len, videos.max_clip_len))
+  ds = ds.map_with_index(_Transform(objective, make_example, ctx, options.seed, shard_len,
+                                    videos.max_clip_len, spec.records))
   it_ds = ds.to_iter_dataset()
   if options.worker_count > 0:
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
@@ -256,8 +380,9 @@ def make_pipeline(videos: VideoSource, objective: str, ctx: host.HostContext,
   return BatchIterator(it_ds, objective, options.batch_videos)
 
 
-def host_context(videos: VideoSource, sizes: layout.LayoutSizes, **kwargs) -> host.HostContext:
-  """The host transforms' context with the dataset's special ids."""
+def host_context(videos, sizes: layout.LayoutSizes, **kwargs) -> host.HostContext:
+  """The host transforms' context with the videos' special ids and frame length."""
+  kwargs.setdefault("frame_length", videos.frame_length)
   return host.HostContext(sizes=sizes, ids=videos.special_ids, **kwargs)
 
 

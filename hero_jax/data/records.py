@@ -179,6 +179,15 @@ def encode_moment(q: MomentQuery) -> dict:
           "query_type": q.query_type}
 
 
+def decode_moment(example: dict) -> MomentQuery:
+  """A stored moment query back as a ``MomentQuery``."""
+  return MomentQuery(qid=text(example["qid"]), vid=text(example["vid"]), text=text(example["text"]),
+                     token_ids=np.asarray(example["token_ids"], np.int64),
+                     ts=tuple(float(t) for t in example["ts"]),
+                     duration=float(example["duration"]),
+                     query_type=text(example["query_type"]))
+
+
 @dataclasses.dataclass
 class QaQuery:
   """A TVQA-style question with its answers, video and moment."""
@@ -215,6 +224,16 @@ def encode_qa(q: QaQuery) -> dict:
           "question_ids": np.asarray(q.question_ids, np.int32),
           "answer_token_ids": ids, "answer_token_lengths": lengths,
           "answer_idx": np.int32(q.answer_idx), "ts": np.asarray(q.ts, np.float32)}
+
+
+def decode_qa(example: dict) -> QaQuery:
+  """A stored question back as a ``QaQuery``."""
+  return QaQuery(qid=text(example["qid"]), vid=text(example["vid"]),
+                 question=text(example["question"]), answers=json.loads(text(example["answers"])),
+                 question_ids=np.asarray(example["question_ids"], np.int64),
+                 answer_ids=[np.asarray(a, np.int64) for a in decode_qa_answers(example)],
+                 answer_idx=int(example["answer_idx"]),
+                 ts=tuple(float(t) for t in example["ts"]))
 
 
 def decode_qa_answers(example: dict) -> list:

@@ -177,3 +177,28 @@ def known_video(vid: str, qid: str, known, report: BuildReport) -> bool:
     report.skip("query_unknown_video", f"{qid} (video {vid})")
     return False
   return True
+
+
+VIDEO_INDEX_FILES = ("vid2dur_idx.json", "video2dur_idx.json")
+
+
+def read_video_index(folders: Sequence[str]) -> Optional[dict]:
+  """The data's global video index, {split: {video id: index}}, from the
+  first ``vid2dur_idx.json`` (HERO's txt_db; TVR's ``{split: {vid:
+  [duration, index]}}``) found in ``folders``; None when there is none.
+
+  It fixes each split's evaluation corpus and the ``video_idx`` written in
+  prediction files, as the original's ``validate_full_vcmr`` uses it.
+  """
+  for folder in folders:
+    for name in VIDEO_INDEX_FILES:
+      path = os.path.join(folder, name)
+      if not os.path.exists(path):
+        continue
+      data = load_json(path, "video index")
+      try:
+        return {split: {vid: int(v[1]) for vid, v in videos.items()}
+                for split, videos in data.items()}
+      except (AttributeError, TypeError, IndexError, ValueError):
+        raise ValueError(f"{path}: expected {{split: {{video id: [duration, index]}}}}") from None
+  return None

@@ -46,12 +46,15 @@ class HostContext:
   ``max_txt_len`` is HERO's subtitle/query truncation (MLM text, VSM queries);
   ``queries_per_video`` is VSM's ``query_per_video`` and must equal
   ``sizes.queries`` because every video contributes exactly that many rows.
+  ``frame_length``: seconds per frame of the features (moment times ->
+  frame indices).
   """
   sizes: layout.LayoutSizes
   ids: SpecialIds = SpecialIds()
   max_txt_len: int = 60
   mask_prob: float = 0.15
   queries_per_video: int = 5
+  frame_length: float = 1.5
 
   def __post_init__(self):
     if self.queries_per_video != self.sizes.queries:
@@ -62,6 +65,8 @@ class HostContext:
       raise ValueError(f"HostContext.mask_prob must be in [0, 1], got {self.mask_prob}")
     if self.max_txt_len <= 0:
       raise ValueError(f"HostContext.max_txt_len must be positive, got {self.max_txt_len}")
+    if self.frame_length <= 0:
+      raise ValueError(f"HostContext.frame_length must be positive, got {self.frame_length}")
 
 
 def count(stats: Optional[collections.Counter], key: str, n: int = 1) -> None:

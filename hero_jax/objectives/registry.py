@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any, Callable
 
 _REGISTRY: dict[str, "Objective"] = {}
+RECORD_KINDS = ("videos", "moments", "qa")
 
 
 class SkipExample(Exception):
@@ -39,12 +40,22 @@ class Objective:
     int (schedules inside a loss never recompile).
   settings: a frozen dataclass of the objective's options with defaults; the
     config entry ``config.objectives.<name>`` overrides its fields.
+  records: the records an example is made from: ``"videos"`` (pre-training:
+    ``make_example`` gets a ``layout.VideoExample``), ``"moments"`` or
+    ``"qa"`` (fine-tuning: one example per query, a ``layout.QueryExample``
+    of the query and its video).
   """
   name: str
   fields: tuple
   make_example: Callable[..., dict]
   loss: Callable[..., Any]
   settings: type
+  records: str = "videos"
+
+  def __post_init__(self):
+    if self.records not in RECORD_KINDS:
+      raise ValueError(f"objective {self.name!r}: records must be one of {RECORD_KINDS}, "
+                       f"got {self.records!r}")
 
   def make_settings(self, overrides=None):
     """Settings from config overrides; unknown keys are an error."""

@@ -119,6 +119,14 @@ class VsmSettings:
   ``conv_sees_padding``: as the original, the start/end Conv1d reads padded
   frames' outputs up to the batch's longest video; False zeroes everything
   past each video's own end.
+  ``group_videos``: the ranking negatives come from groups of this many
+  consecutive videos of the global batch (the original gathers them over
+  its GPUs in each forward pass); 0 = the whole batch. Grouping is by
+  position in the batch, so it does not depend on the mesh.
+  ``ranking_loss_scale`` multiplies both ranking terms. The original's
+  all-gather sends each rank only its own slice of the gradient and Horovod
+  averages over the n ranks, so its ranking gradient is 1/n of the gathered
+  loss's while the start/end loss is a plain mean: 1/n reproduces n GPUs.
   """
   lw_st_ed: float = 0.01
   lw_neg_ctx: float = 8.0
@@ -130,10 +138,14 @@ class VsmSettings:
   hard_pool_size: int = 20
   hard_neg_weight: float = 10.0
   conv_sees_padding: bool = True
+  group_videos: int = 0
+  ranking_loss_scale: float = 1.0
 
   def __post_init__(self):
     if self.ranking_loss not in ("hinge", "lse"):
       raise ValueError(f"vsm ranking_loss must be 'hinge' or 'lse', got {self.ranking_loss!r}")
+    if self.group_videos < 0:
+      raise ValueError(f"vsm group_videos must be >= 0, got {self.group_videos}")
 
 
 def vsm_outputs(model, batch, conv_sees_padding=True, deterministic=True):
@@ -189,6 +201,22 @@ def ranking_losses(scores, queries_per_video, hard, settings: VsmSettings):
   return jnp.mean(l_ctx, axis=1), jnp.mean(l_q, axis=1)
 
 
+def grouped_ranking_losses(queries, frames, frame_mask, hard, settings: VsmSettings):
+  """Per-query ranking losses [V * k] with negatives from groups of
+  ``settings.group_videos`` consecutive videos (queries [V, k, H])."""
+  v, k = queries.shape[:2]
+  g = settings.group_videos or v
+  if v % g:
+    raise ValueError(f"vsm group_videos={g} does not divide the batch of {v} videos")
+
+  def one_group(q, f, m):
+    return ranking_losses(query_video_scores(q.reshape(g * k, -1), f, m), k, hard, settings)
+  l_ctx, l_q = jax.vmap(one_group)(queries.reshape((v // g, g) + queries.shape[1:]),
+                                   frames.reshape((v // g, g) + frames.shape[1:]),
+                                   frame_mask.reshape(v // g, g, -1))
+  return l_ctx.reshape(v * k), l_q.reshape(v * k)
+
+
 def local_branch_on(rng, settings: VsmSettings):
   """1.0 when this step trains the local start/end loss: always without an
   rng (evaluation), else when a uniform draw exceeds ``drop_svmr_prob``."""
@@ -216,11 +244,10 @@ def vsm_loss(model, params, batch, settings=VsmSettings(), *, step=0, rng=None, 
   ce_ed = common.cross_entropy(ed.reshape(v * k, f), targets[:, 1])
   st_ed = (common.masked_mean(ce_st, targets[:, 0] >= 0) + common.masked_mean(ce_ed, targets[:, 1] >= 0))
   use_local = local_branch_on(local_rng, settings)
-  scores = query_video_scores(queries.reshape(v * k, -1), seq, batch["frame_mask"])
   hard = jnp.asarray(step) >= settings.hard_negative_start_step
-  l_ctx, l_q = ranking_losses(scores, k, hard, settings)
-  total = (settings.lw_st_ed * use_local * st_ed + settings.lw_neg_ctx * jnp.mean(l_ctx)
-           + settings.lw_neg_q * jnp.mean(l_q))
+  l_ctx, l_q = grouped_ranking_losses(queries, seq, batch["frame_mask"], hard, settings)
+  ranking = settings.lw_neg_ctx * jnp.mean(l_ctx) + settings.lw_neg_q * jnp.mean(l_q)
+  total = settings.lw_st_ed * use_local * st_ed + settings.ranking_loss_scale * ranking
   ones = jnp.ones(v * k)
   per_query_st_ed = ce_st * (targets[:, 0] >= 0) + ce_ed * (targets[:, 1] >= 0)
   metrics = {

@@ -21,7 +21,7 @@ from clu import metrics as clu_metrics
 
 from hero_jax.data import pipeline
 from hero_jax.model.hero import Hero
-from hero_jax.train import checkpointing, optimizer, sharding, step as step_lib, tasks, writers
+from hero_jax.train import checkpointing, init_from, optimizer, sharding, step as step_lib, tasks, writers
 
 
 log = logging.getLogger("hero_jax")
@@ -32,19 +32,35 @@ class NonFiniteError(FloatingPointError):
   """A loss or gradient was not finite (the update was skipped, nothing saved)."""
 
 
-def open_videos(entry, split: str, config) -> pipeline.VideoSource:
-  """The dataset's split; the synthetic set is built on first use."""
-  path = tasks.dataset_path(entry)
-  if not os.path.isdir(path) and entry["name"].startswith("hero_synthetic/"):
-    import dataclasses
-    from hero_jax.data import build, synthetic
-    spec = dataclasses.replace(synthetic.SyntheticSpec(), **dict(config.data.synthetic))
-    build.build(entry["name"], os.path.expanduser(entry["data_dir"]), spec=spec)
-  return pipeline.VideoSource(pipeline.dataset_dir(entry["data_dir"], entry["name"]), split,
-                              config.data.max_clip_len)
+def _build_synthetic(name: str, data_dir: str, config) -> None:
+  import dataclasses
+  from hero_jax.data import build, synthetic
+  spec = dataclasses.replace(synthetic.SyntheticSpec(), **dict(config.data.synthetic))
+  build.build(name, os.path.expanduser(data_dir), spec=spec)
 
 
-def check_data_fits_model(videos: pipeline.VideoSource, cfg) -> None:
+def _dataset_dir(name: str, data_dir: str, config) -> str:
+  """A built dataset's folder; the synthetic set is built on first use."""
+  if not os.path.isdir(os.path.join(os.path.expanduser(data_dir), name)) and \
+      name.startswith("hero_synthetic/"):
+    _build_synthetic(name, data_dir, config)
+  return pipeline.dataset_dir(data_dir, name)
+
+
+def open_source(entry, split: str, config):
+  """The split of a dataset entry: a ``VideoSource``, or for a query dataset
+  (an entry with ``videos``) a ``QueryJoin`` onto every split of its videos."""
+  data_dir = entry["data_dir"]
+  if "videos" not in entry:
+    return pipeline.VideoSource(_dataset_dir(entry["name"], data_dir, config), split,
+                                config.data.max_clip_len)
+  corpus = pipeline.VideoCorpus(_dataset_dir(entry["videos"], data_dir, config),
+                                config.data.max_clip_len)
+  queries = pipeline.QuerySource(_dataset_dir(entry["name"], data_dir, config), split)
+  return pipeline.QueryJoin(queries, corpus)
+
+
+def check_data_fits_model(videos, cfg) -> None:
   if videos.feature_dim != cfg.frame_feat_dim:
     raise ValueError(f"{videos.path}: frame features have dim {videos.feature_dim}, the model "
                      f"config.model frame_feat_dim is {cfg.frame_feat_dim}")
@@ -55,30 +71,9 @@ def check_data_fits_model(videos: pipeline.VideoSource, cfg) -> None:
                      f"{cfg.vocab_size}")
 
 
-def _architecture(cfg):
-  """The config without the fields that do not change the parameters."""
-  return cfg.replace(dtype="float32", hidden_dropout=0.0, attention_dropout=0.0)
-
-
 def init_params(config, cfg):
-  """Params to start from (numpy), or None for a fresh init."""
-  path = config.init.checkpoint
-  if not path:
-    return None
-  path = os.path.expanduser(path)
-  if config.init.format == "hero":
-    from hero_jax.convert.checkpoint import load_hero_checkpoint
-    params, saved_cfg = load_hero_checkpoint(path)
-    if _architecture(saved_cfg) != _architecture(cfg):
-      raise ValueError(f"config.init.checkpoint {path} holds a model with config {saved_cfg}, "
-                       f"which does not fit config.model ({cfg})")
-    return jax.device_get(params)
-  if config.init.format == "roberta":
-    from hero_jax.convert import files, roberta
-    params, report = roberta.from_roberta(files.load_state_dict(path), cfg, seed=config.seed)
-    log.info("RoBERTa init from %s: %s", path, report)
-    return params
-  raise ValueError(f"config.init.format must be 'hero' or 'roberta', got {config.init.format!r}")
+  """Params to start from (numpy), or None for a fresh init (``config.init_from``)."""
+  return init_from.load(config.init_from, cfg, fmt=config.init_format, seed=config.seed)
 
 
 def merge_metrics(merged: dict, prefix: str, metrics: dict) -> None:
@@ -114,7 +109,7 @@ class Trainer:
     self.tx, self.schedule = optimizer.hero_adamw(
         t.learning_rate, t.warmup_steps, t.num_steps, b1=t.b1, b2=t.b2, eps=t.eps,
         weight_decay=t.weight_decay, grad_clip=t.grad_clip)
-    self.train_videos = {key: open_videos(e, config.data.train_split, config)
+    self.train_videos = {key: open_source(e, config.data.train_split, config)
                          for key, e in config.data.datasets.items()}
     for v in self.train_videos.values():
       check_data_fits_model(v, self.cfg)
@@ -270,7 +265,7 @@ class Trainer:
     """The val split of a dataset, opened (and checked against the model) once."""
     if dataset not in self.val_videos:
       c = self.config
-      videos = open_videos(c.data.datasets[dataset], c.data.val_split, c)
+      videos = open_source(c.data.datasets[dataset], c.data.val_split, c)
       check_data_fits_model(videos, self.cfg)
       self.val_videos[dataset] = videos
     return self.val_videos[dataset]
@@ -306,9 +301,32 @@ class Trainer:
         merge_metrics(merged, f"val/{task.dataset}/{task.objective}/", self.eval_steps[
             task.objective](self.state.params, arrays, self.state.step))
       out.update({k: float(m.compute()) for k, m in merged.items()})
+      out.update(self._downstream(task, step))
     self.writer.write_scalars(step, out)
     self.writer.flush()
     log.info("eval step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in sorted(out.items())))
+    return out
+
+
+  def _downstream(self, task, step: int) -> dict:
+    """The objective's whole-split evaluation (e.g. VCMR), if it has one."""
+    from hero_jax.eval import run as eval_run
+    if task.objective not in eval_run.EVALUATORS:
+      return {}
+    evaluate_split, write_upload = eval_run.EVALUATORS[task.objective]
+    c = self.config
+    ctx = eval_run.EvalContext(
+        model=self.model, params=self.state.params,
+        sizes=self.sizes, objective_settings=self.settings[task.objective],
+        eval_config=c.eval.to_dict(), workdir=self.workdir, mesh=self.mesh,
+        batch_multiple=self.batch_shards, write_files=jax.process_index() == 0)
+    out, predictions = {}, {}
+    for split in c.eval.splits:
+      source = (self._val(task.dataset) if split == c.data.val_split
+                else open_source(c.data.datasets[task.dataset], split, c))
+      metrics, predictions[split] = evaluate_split(ctx, source, task.dataset, split, step)
+      out.update({f"val/{task.dataset}/{split}/{k}": v for k, v in metrics.items()})
+    write_upload(ctx, task.dataset, step, predictions)
     return out
 
 

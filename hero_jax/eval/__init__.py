@@ -1,0 +1,1 @@
+"""Downstream evaluators and metrics."""

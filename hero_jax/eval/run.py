@@ -1,0 +1,138 @@
+"""Downstream evaluation of a model on whole query splits, and the files it writes.
+
+``EVALUATORS`` maps an objective to the function that evaluates it on a
+split (the training loop calls it every ``eval_every`` steps and in
+``mode=eval``). Each writes, under ``<workdir>/results/<dataset>/<split>/
+step_<N>/``, the original's prediction file(s) and ``metrics.json``, and
+returns flat metrics for TensorBoard / JSONL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Optional, Sequence
+
+from hero_jax.eval import vcmr as vcmr_lib
+
+log = logging.getLogger("hero_jax")
+
+
+@dataclasses.dataclass
+class EvalContext:
+  """What an evaluator needs from the run."""
+  model: object
+  params: object
+  sizes: object            # layout.LayoutSizes (the bank's static shapes)
+  objective_settings: object
+  eval_config: dict        # config.eval as a dict
+  workdir: str
+  mesh: object = None
+  batch_multiple: int = 1  # eval batches are rounded up to a multiple of this
+  write_files: bool = True  # one process writes (multi-host)
+
+
+def corpus_for(queries: Sequence, video_index: Optional[dict], all_vids) -> tuple:
+  """(sorted corpus video ids, video2idx) of a query split, as the original:
+  the split's entry of the data's video index when it has one (TVR's
+  vid2dur_idx.json), else the videos its queries name, numbered by their
+  place among all videos sorted by name."""
+  if video_index:
+    return sorted(video_index), dict(video_index)
+  vids = sorted({q.vid for q in queries})
+  number = {v: i for i, v in enumerate(sorted(all_vids))}
+  missing = [v for v in vids if v not in number]
+  if missing:
+    raise ValueError(f"{len(missing)} videos named by the queries are in no split of the video "
+                     f"dataset, e.g. {missing[:5]}")
+  return vids, {v: number[v] for v in vids}
+
+
+def _round_up(n: int, multiple: int) -> int:
+  return -(-n // multiple) * multiple
+
+
+def vcmr_settings(ctx: EvalContext) -> vcmr_lib.VcmrEvalSettings:
+  kw = dict(ctx.eval_config.get("vcmr", {}))
+  kw["conv_sees_padding"] = getattr(ctx.objective_settings, "conv_sees_padding", True)
+  s = vcmr_lib.VcmrEvalSettings(**kw)
+  m = ctx.batch_multiple
+  return dataclasses.replace(s, video_batch=_round_up(s.video_batch, m),
+                             query_batch=_round_up(s.query_batch, m))
+
+
+def write_json(path: str, obj) -> None:
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f)
+  os.replace(tmp, path)
+
+
+def evaluate_vcmr(ctx: EvalContext, join, dataset: str, split: str, step: int) -> dict:
+  """VCMR / SVMR / VR on a whole split; writes the prediction files."""
+  from hero_jax.objectives import host
+  settings = vcmr_settings(ctx)
+  queries = [join.queries.query(i) for i in range(len(join))]
+  if not queries:
+    raise ValueError(f"{join.path} split {split!r} has no queries")
+  vids, video2idx = corpus_for(queries, join.queries.video_index, join.videos.owner)
+  missing = [v for v in vids if v not in join.videos]
+  if missing:
+    raise ValueError(f"{len(missing)} of the {len(vids)} corpus videos of {dataset} {split!r} "
+                     f"are in no split of {join.videos.path}, e.g. {missing[:5]}")
+  unknown = sorted({q.vid for q in queries} - set(vids))
+  if unknown:
+    raise ValueError(f"queries of {dataset} {split!r} name {len(unknown)} videos outside the "
+                     f"split's corpus of {len(vids)}, e.g. {unknown[:5]}")
+  videos = [join.videos.video_by_id(v) for v in vids]
+  hctx = host.HostContext(sizes=dataclasses.replace(ctx.sizes, queries=1), ids=join.special_ids,
+                          queries_per_video=1, frame_length=join.frame_length)
+  log.info("eval %s %s: encoding %d videos, ranking %d queries", dataset, split, len(vids),
+           len(queries))
+  bank = vcmr_lib.encode_bank(ctx.model, ctx.params, videos, hctx, settings, video2idx,
+                              mesh=ctx.mesh)
+  ids = join.special_ids
+  result = vcmr_lib.evaluate(ctx.model, ctx.params, bank, queries, ids.pad, ids.cls, settings,
+                             split, mesh=ctx.mesh)
+  if ctx.write_files:
+    out = os.path.join(ctx.workdir, "results", dataset, split, f"step_{step}")
+    write_json(os.path.join(out, "predictions.json"), result.submission)
+    if settings.nms_thd >= 0:
+      write_json(os.path.join(out, "predictions_no_nms.json"), result.submission_no_nms)
+    write_json(os.path.join(out, "metrics.json"), {"step": step, "metrics": result.metrics,
+                                                   "log": result.log})
+    log.info("wrote %s", out)
+  return result.log, result.submission
+
+
+def write_vcmr_upload(ctx: EvalContext, dataset: str, step: int, by_split: dict) -> None:
+  """The leaderboard upload of ``eval.submission``: ``tvr`` (CodaLab zip of
+  the val and test_public predictions) or ``how2r`` (VALUE's format, from the
+  splits named val* and test*)."""
+  from hero_jax.eval import submission
+  kind = ctx.eval_config.get("submission", "")
+  if not kind or not ctx.write_files:
+    return
+  out = os.path.join(ctx.workdir, "results", dataset)
+  os.makedirs(out, exist_ok=True)
+  if kind == "tvr":
+    if not {"val", "test_public"} <= set(by_split):
+      log.info("TVR CodaLab zip not written: it needs the val and test_public predictions "
+               "(eval.splits=%s)", sorted(by_split))
+      return
+    path = os.path.join(out, f"tvr_codalab_step_{step}.zip")
+    submission.write_tvr_codalab_zip(path, by_split["val"], by_split["test_public"])
+  elif kind == "how2r":
+    first = lambda prefix: next((v for k, v in sorted(by_split.items()) if k.startswith(prefix)), None)  # noqa: E731
+    path = os.path.join(out, f"how2r_value_step_{step}.zip")
+    submission.write_value_how2r_zip(path, val_submission=first("val"),
+                                     test_public_submission=first("test"))
+  else:
+    raise ValueError(f"config.eval.submission must be '', 'tvr' or 'how2r', got {kind!r}")
+  log.info("wrote %s", path)
+
+
+EVALUATORS = {"vcmr": (evaluate_vcmr, write_vcmr_upload)}
