@@ -32,7 +32,8 @@ def base_config() -> ml_collections.ConfigDict:
   })
   c.layout = ml_collections.ConfigDict({
       "max_frames": 100, "max_rows": 32, "max_row_frames": 16, "max_row_tokens": 61,
-      "queries": 5, "max_query_tokens": 61, "max_predictions": 160})
+      "queries": 5, "max_query_tokens": 61, "max_predictions": 160,
+      "answers": 5, "max_qa_tokens": 122})
   c.host = ml_collections.ConfigDict({"max_txt_len": 60, "mask_prob": 0.15})
   # Objectives: key = registry name with '-' written '_'; 'ratio' is the
   # sampling weight, every other key overrides the objective's settings.

@@ -16,6 +16,8 @@ T     ``max_row_tokens``  text slots per row, the leading [SEP]/[CLS] included
 Q     ``queries``         VSM queries per video (5 in pre-training, 1 in TVR)
 Lq    ``max_query_tokens``  query text slots, the leading [CLS] included
 K     ``max_predictions``   MLM prediction slots per video
+A     ``answers``         candidate answers per question (5 TVQA, 4 How2QA)
+Lqa   ``max_qa_tokens``   ``[SEP] q [SEP] a`` slots of one answer
 ====  ==================  ===================================================
 
 Fields common to every objective (``VIDEO_FIELDS``):
@@ -54,6 +56,12 @@ Objective-specific fields:
   ``fused[v, fom_source[v, j]]`` at position j; identity at padding),
   ``fom_targets`` int32 [V, F] (original index of the frame now at j, -1 for
   no label).
+* Video QA (one example = one question; ``frames``, ``frame_mask``,
+  ``row_frame_idx``, ``row_frame_mask`` as above, once per question):
+  ``qa_row_ids`` / ``qa_row_txt_mask`` int32 [V, A, R, T] (each answer's copy
+  of the rows: ``[SEP]`` + subtitle ids + ``[SEP] q [SEP] a``), ``qa_ids`` /
+  ``qa_mask`` int32 [V, A, Lqa], ``qa_target`` int32 [V] (answer index, -1
+  unknown), ``qa_st_ed`` int32 [V, 2] (start / inclusive end frame, -1 none).
 * VSM / TVR: ``query_ids`` int32 [V, Q, Lq] (``[CLS]`` + ids, PAD padded),
   ``query_mask`` int32 [V, Q, Lq], ``query_st_ed`` int32 [V, Q, 2] (start and
   inclusive end frame, -1 for none). The query subtitles' row text is just
@@ -83,6 +91,8 @@ class LayoutSizes:
   queries: int = 5
   max_query_tokens: int = 61
   max_predictions: int = 160
+  answers: int = 5
+  max_qa_tokens: int = 122
 
   def __post_init__(self):
     for field in dataclasses.fields(self):
@@ -111,6 +121,12 @@ def field_shapes(sizes: LayoutSizes, frame_dim: int, fields) -> dict:
       "query_ids": ((s.queries, s.max_query_tokens), np.int32),
       "query_mask": ((s.queries, s.max_query_tokens), np.int32),
       "query_st_ed": ((s.queries, 2), np.int32),
+      "qa_row_ids": ((s.answers, s.max_rows, s.max_row_tokens), np.int32),
+      "qa_row_txt_mask": ((s.answers, s.max_rows, s.max_row_tokens), np.int32),
+      "qa_ids": ((s.answers, s.max_qa_tokens), np.int32),
+      "qa_mask": ((s.answers, s.max_qa_tokens), np.int32),
+      "qa_target": ((), np.int32),
+      "qa_st_ed": ((2,), np.int32),
   }
   return {name: known[name] for name in fields}
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from hero_jax.objectives import host
 from hero_jax.objectives import mfm
 from hero_jax.objectives import mlm
 from hero_jax.objectives import vcmr
+from hero_jax.objectives import videoqa
 from hero_jax.objectives import vsm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -350,3 +352,51 @@ def unpack_rows(packed: np.ndarray, index: PackedIndex, batch: dict, fill=np.nan
   real = index.real
   out[index.v[real], index.r[real], index.slot[real]] = packed[real]
   return out
+
+
+# --- TVQA ---
+
+def qa_query(rec: dict) -> records.QaQuery:
+  """A TVQA annotation record of ``inputs_raw.json`` as our question."""
+  keys = [f"a{i}" for i in range(10) if f"a{i}" in rec]
+  try:
+    ts = tuple(float(t) for t in str(rec["ts"]).split("-"))
+  except (KeyError, ValueError):
+    ts = (math.nan, math.nan)
+  return records.QaQuery(qid=str(rec["qid"]), vid=rec["vid_name"], question=rec["q"],
+                         answers=[rec[k] for k in keys], question_ids=word_ids(rec["q"]),
+                         answer_ids=[word_ids(rec[k]) for k in keys],
+                         answer_idx=int(rec.get("answer_idx", -1)), ts=ts)
+
+
+def videoqa_examples() -> list:
+  """The TVQA batch's (video, question) pairs in batch order (matched by the QA ids)."""
+  z = load_npz("videoqa")
+  n_q = z["batch.targets"].shape[0]
+  answers = z["batch.qa_input_ids"].shape[0] // n_q
+  ctx = host_context()
+  out = []
+  for i in range(n_q):
+    rows = z["batch.qa_input_ids"][i * answers:(i + 1) * answers]
+    theirs = [r[r != special_ids().pad].tolist() for r in rows]
+    match = [q for q in map(qa_query, inputs_raw()["tvqa_questions"])
+             if [t.tolist() for t in videoqa.qa_texts(q, ctx)] == theirs]
+    if len(match) != 1:
+      raise ValueError(f"no single TVQA question has the QA ids of batch question {i}")
+    out.append(layout.QueryExample(video=video_by_name(match[0].vid), query=match[0]))
+  return out
+
+
+def videoqa_sizes() -> layout.LayoutSizes:
+  z = load_npz("videoqa")
+  n_q = z["batch.targets"].shape[0]
+  return dataclasses.replace(
+      fixture_sizes(), max_frames=z["batch.c_v_feats"].shape[1],
+      max_row_tokens=z["batch.f_sub_input_ids"].shape[1],
+      answers=z["batch.qa_input_ids"].shape[0] // n_q,
+      max_qa_tokens=z["batch.qa_input_ids"].shape[1])
+
+
+def videoqa_batch() -> dict:
+  ctx = host_context(videoqa_sizes())
+  return layout.stack_examples([videoqa.build_videoqa_example(x, ctx) for x in videoqa_examples()])

@@ -45,6 +45,21 @@ def vcmr_state_dict() -> dict:
   return {**sd, **heads}
 
 
+def head_state_dict(heads_file: str) -> dict:
+  """An original downstream model's state dict: ``weights.npz``'s encoder + a heads file."""
+  sd = convert.load_state_dict(fb.fixture_dir() / "weights.npz")
+  encoder = {k: v for k, v in sd.items() if k.startswith("v_encoder.")}
+  return {**encoder, **convert.load_state_dict(fb.fixture_dir() / heads_file)}
+
+
+@functools.lru_cache(maxsize=None)
+def videoqa_params():
+  out, _ = convert.state_dict_to_params(head_state_dict("weights_videoqa.npz"),
+                                        abstract_params(model_config().replace(heads="videoqa")),
+                                        strict=True)
+  return out
+
+
 @functools.lru_cache(maxsize=None)
 def vcmr_params():
   out, _ = convert.state_dict_to_params(vcmr_state_dict(), abstract_params(model_config()),

@@ -583,3 +583,23 @@ def test_to_hero_pads_an_unpadded_vocab(tmp_path):
   _, report = mapping.state_dict_to_params(
       back, abstract_params(cfg.replace(vocab_size=padded_vocab_size(vocab))))
   assert report.ok
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".npz"])
+def test_videoqa_checkpoint_converts_both_ways(tmp_path, suffix):
+  """HeroForVideoQA (``weights_videoqa.npz`` heads on the encoder): the heads
+  are recognised from the keys, and the round trip is exact."""
+  import jax
+  sd = reference.head_state_dict("weights_videoqa.npz")
+  src = files.save_state_dict(sd, tmp_path / f"qa{suffix}")
+  ck, back = tmp_path / "ck", tmp_path / f"back{suffix}"
+  assert cli_main(["from-hero", "--src", str(src), "--model-config", str(write_model_json(tmp_path)),
+                   "--out", str(ck)]) == 0
+  params, cfg = checkpoint.load_hero_checkpoint(ck)
+  assert cfg.heads == "videoqa" and "qa_pool" in params and "q_feat_attn" not in params
+  assert_trees_equal(params, jax.device_get(reference.videoqa_params()))
+  assert cli_main(["to-hero", "--src", str(ck), "--out", str(back)]) == 0
+  out = files.load_state_dict(back)
+  if suffix == ".pt":
+    assert out.pop("vocab_padded") is True
+  assert_state_dicts_equal(out, sd)

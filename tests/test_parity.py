@@ -296,3 +296,65 @@ def test_vcmr_ranking_groups_and_scale():
   st_ed = float(m["loss_st_ed"][0]) / n
   ranking = (base.lw_neg_ctx * float(m["loss_neg_ctx"][0]) + base.lw_neg_q * float(m["loss_neg_q"][0])) / n
   close(float(total), base.lw_st_ed * st_ed + 0.25 * ranking, "scaled total")
+
+
+# --- TVQA (HeroForVideoQA) ---
+
+
+def test_videoqa_batch_targets():
+  z = fb.load_npz("videoqa")
+  batch = fb.videoqa_batch()
+  np.testing.assert_array_equal(batch["qa_target"], z["batch.targets"][:, 0])
+  np.testing.assert_array_equal(batch["qa_st_ed"], z["batch.ts_targets"])
+  ids = np.where(batch["qa_mask"] > 0, batch["qa_ids"], fb.special_ids().pad)
+  ids = ids.reshape(-1, ids.shape[-1])
+  np.testing.assert_array_equal(ids, z["batch.qa_input_ids"])
+
+
+def test_videoqa_outputs_and_losses():
+  from hero_jax.objectives import videoqa
+  z = fb.load_npz("videoqa")
+  batch = fb.videoqa_batch()
+  cfg = reference.model_config().replace(heads="videoqa")
+  model, params = Hero(cfg), reference.videoqa_params()
+  (logits, st, ed), state = model.apply({"params": params}, batch, method=Hero.videoqa_logits,
+                                        mutable=["intermediates"])
+  inter = state["intermediates"]
+  v = inter["v_encoder"]
+  close(np.asarray(v["matched_frames"][0]), z["out.matched_v_feats"], "matched frames")
+  close(v["c_encoder"]["embedding"][0], z["out.c_frame_embeddings"], "temporal frame embeddings")
+  close(v["qa_embeddings"][0], z["out.qa_embeddings"], "QA embeddings")
+  close(v["fused_video_qa"][0], z["out.c_fused_video_qa"], "temporal transformer over [frames; QA]")
+  close(inter["qa_pool_scores"][0], z["out.qa_pool_scores"], "qa_pool scores")
+  close(inter["st_ed_pool_scores"][0], z["out.st_ed_pool_scores"], "st_ed_pool scores")
+  close(inter["st_ed_raw"][0], z["out.st_ed_raw"], "st_ed head")
+  close(st, z["out.st_logits"], "start logits")
+  close(ed, z["out.ed_logits"], "end logits")
+  close(logits, z["out.qa_logits"], "answer logits")
+  total, metrics = videoqa.videoqa_loss(model, params, batch, videoqa.VideoQaSettings(
+      lw_st_ed=fb.fixture_config()["tvqa"]["lw_st_ed"]))
+  close(ratio(metrics["loss_qa"]), z["loss.qa"], "qa loss")
+  temporal = (ratio(metrics["loss_st"]) + ratio(metrics["loss_ed"])) / 2
+  close(temporal, z["loss.temporal"], "temporal loss")
+  close(total, z["loss.total_train"], "total")
+
+
+def test_videoqa_answer_copies_share_exactly():
+  """Computing the frame embeddings and frame_transform once per question
+  equals running every answer copy as its own video (the original's way)."""
+  batch = fb.videoqa_batch()
+  cfg = reference.model_config().replace(heads="videoqa")
+  model, params = Hero(cfg), reference.videoqa_params()
+  q, a = batch["qa_ids"].shape[:2]
+  shared = model.apply({"params": params}, batch, method=lambda m, b: m.v_encoder.video_qa(b))
+  # Each copy alone: a "question" with one answer and its own copy of the video.
+  rep = lambda x: np.repeat(x, a, axis=0)  # noqa: E731
+  single = {"frames": rep(batch["frames"]), "frame_mask": rep(batch["frame_mask"]),
+            "row_frame_idx": rep(batch["row_frame_idx"]), "row_frame_mask": rep(batch["row_frame_mask"]),
+            "qa_row_ids": batch["qa_row_ids"].reshape((q * a, 1) + batch["qa_row_ids"].shape[2:]),
+            "qa_row_txt_mask": batch["qa_row_txt_mask"].reshape((q * a, 1) + batch["qa_row_ids"].shape[2:]),
+            "qa_ids": batch["qa_ids"].reshape(q * a, 1, -1), "qa_mask": batch["qa_mask"].reshape(q * a, 1, -1)}
+  alone = model.apply({"params": params}, single, method=lambda m, b: m.v_encoder.video_qa(b))
+  # Equal up to float32 rounding (other batch shapes, other matmul blocking).
+  np.testing.assert_allclose(np.asarray(shared).reshape(alone.shape), np.asarray(alone),
+                             rtol=1e-6, atol=2e-6)

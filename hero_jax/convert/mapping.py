@@ -429,6 +429,8 @@ def infer_config_kwargs(state_dict: Mapping[str, Any]) -> dict:
   put("fom_num_classes", fom and fom[0])
   conv = shape("video_st_predictor.weight")
   put("vsm_conv_kernel", conv and conv[-1])
+  # HeroForVideoQA has QA heads and no VSM heads; the other models the VSM heads.
+  put("heads", "videoqa" if "qa_pool.weight" in sd else None)
   put("cross_layers", _layer_count(sd, f + "encoder.layer."))
   put("temporal_layers", _layer_count(sd, "v_encoder.c_encoder.encoder.layer."))
   return kw

@@ -10,7 +10,7 @@ Layout::
   vid2nframe.json         optional {vid: frames}; default: the feature length
   splits/<split>.json     optional lists of video names; default: every video is 'train'
   <task>_<split>.jsonl    queries: TVR / How2R lines {desc_id, desc, vid_name, ts, duration,
-                          type}; TVQA / How2QA lines {qid, q, a0..a4, answer_idx, ts, vid_name}
+                          type}; TVQA / How2QA lines {qid, q, a0..a4 (How2QA: a0..a3), answer_idx, ts, vid_name}
 
 Text is tokenized at build time with the original's normalisation (html
 unescape for subtitles, lower-casing all-caps text).
@@ -183,9 +183,10 @@ def read_qa(path: str, tokenizer, known_vids: Optional[set],
             report: BuildReport) -> Iterator[records.QaQuery]:
   for line, rec in sources.read_jsonl(path, "questions"):
     origin = f"{path} line {line}"
-    missing = [k for k in ("qid", "q", "a0", "a1", "a2", "a3", "a4") if k not in rec]
+    missing = [k for k in ("qid", "q") if k not in rec]
     if missing:
       raise ValueError(f"{origin}: a TVQA-style question lacks fields {missing}")
+    answer_keys = sources.qa_answer_keys(rec, origin)
     qid, vid = str(rec["qid"]), str(rec.get("vid_name") or "")
     if not sources.known_video(vid, qid, known_vids, report):
       continue
@@ -197,6 +198,6 @@ def read_qa(path: str, tokenizer, known_vids: Optional[set],
                        f"got {rec.get('answer_idx')!r}") from None
     report.add_query()
     yield records.QaQuery(
-        qid=qid, vid=vid, question=str(rec["q"]), answers=[str(rec[f"a{i}"]) for i in range(5)],
-        question_ids=enc(rec["q"]), answer_ids=[enc(rec[f"a{i}"]) for i in range(5)],
-        answer_idx=answer_idx, ts=sources.qa_ts(rec, origin))
+        qid=qid, vid=vid, question=str(rec["q"]), answers=[str(rec[k]) for k in answer_keys],
+        question_ids=enc(rec["q"]), answer_ids=[enc(rec[k]) for k in answer_keys],
+        answer_idx=answer_idx, ts=sources.qa_ts(rec, origin, report))

@@ -258,14 +258,14 @@ def read_qa(db_path: str, known_vids: Optional[set],
   """TVQA-style question records (``prepro_query.py --task tvqa``)."""
   for key, rec, origin, vid in _query_records(db_path, "questions", known_vids, report):
     ids = rec["input_ids"]
-    if len(ids) != 6:
-      raise ValueError(f"{origin}: input_ids must hold the question and 5 answers, "
-                       f"got {len(ids)} lists")
+    if len(ids) < 3:
+      raise ValueError(f"{origin}: input_ids must hold the question and its answers (5 for "
+                       f"TVQA, 4 for How2QA), got {len(ids)} lists")
     target = rec.get("target")
     report.add_query()
     yield records.QaQuery(
         qid=str(rec.get("qid", key)), vid=vid, question=str(rec.get("q", "")),
-        answers=[str(rec.get(f"a{i}", "")) for i in range(5)],
+        answers=[str(rec.get(f"a{i}", "")) for i in range(len(ids) - 1)],
         question_ids=np.asarray(ids[0], np.int32),
         answer_ids=[np.asarray(a, np.int32) for a in ids[1:]],
-        answer_idx=-1 if target is None else int(target), ts=sources.qa_ts(rec, origin))
+        answer_idx=-1 if target is None else int(target), ts=sources.qa_ts(rec, origin, report))

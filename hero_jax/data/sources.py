@@ -157,8 +157,13 @@ def moment_ts(record: dict, origin: str) -> tuple:
   return (float(ts[0]), float(ts[1]))
 
 
-def qa_ts(record: dict, origin: str) -> tuple:
-  """(start, end) of a TVQA-style ``ts`` string "st-ed", or NaNs when absent."""
+def qa_ts(record: dict, origin: str, report: Optional[BuildReport] = None) -> tuple:
+  """(start, end) of a TVQA-style ``ts`` string "st-ed", or NaNs when absent.
+
+  A ``ts`` that does not parse is kept as NaNs, as the original's
+  ``get_st_ed_label`` turns it into no target (-1, -1); noted as
+  ``qa_ts_unparsed`` in the report.
+  """
   ts = record.get("ts")
   if ts is None:
     return (math.nan, math.nan)
@@ -168,7 +173,20 @@ def qa_ts(record: dict, origin: str) -> tuple:
     st, ed = str(ts).split("-")
     return (float(st), float(ed))
   except ValueError:
-    raise ValueError(f"{origin}: field 'ts' must be 'start-end' seconds, got {ts!r}") from None
+    if report is None:
+      raise ValueError(f"{origin}: field 'ts' must be 'start-end' seconds, got {ts!r}") from None
+    report.note("qa_ts_unparsed", str(record.get("qid", origin)))
+    return (math.nan, math.nan)
+
+
+def qa_answer_keys(record: dict, origin: str) -> list:
+  """``a0``, ``a1``, ... present in a question record (TVQA 5, How2QA 4)."""
+  keys = []
+  while f"a{len(keys)}" in record:
+    keys.append(f"a{len(keys)}")
+  if len(keys) < 2:
+    raise ValueError(f"{origin}: a question needs answers a0, a1, ...; found {keys}")
+  return keys
 
 
 def known_video(vid: str, qid: str, known, report: BuildReport) -> bool:

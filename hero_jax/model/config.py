@@ -17,6 +17,9 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 VOCAB_MULTIPLE = 8
 
 
+HEADS = ("pretraining", "videoqa")
+
+
 def padded_vocab_size(vocab_size: int) -> int:
   """``vocab_size`` rounded up to a multiple of 8, as ``pad_vocab`` does."""
   return -(-int(vocab_size) // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
@@ -31,6 +34,9 @@ class HeroConfig:
   the 7 pad rows, 50272 -> 50265, only when pre-training from RoBERTa).
   ``encoder_ln_eps`` is for the LayerNorms inside transformer blocks (1e-12 in
   HERO); ``ln_eps`` is for every other LayerNorm (1e-5).
+  ``heads``: the heads on the encoder, as the original's model classes:
+  ``"pretraining"`` (``HeroForPretraining``, also ``HeroForVcmr``: the VSM
+  heads) or ``"videoqa"`` (``HeroForVideoQA``: the QA heads, no VSM heads).
   """
   hidden_size: int = 768
   num_attention_heads: int = 12
@@ -51,6 +57,7 @@ class HeroConfig:
   ln_eps: float = 1e-5
   initializer_range: float = 0.02
   dtype: str = "float32"
+  heads: str = "pretraining"
 
   def __post_init__(self):
     if self.hidden_size % self.num_attention_heads:
@@ -64,6 +71,8 @@ class HeroConfig:
           f"mlm_vocab_size ({self.mlm_vocab_size}) must be in (0, vocab_size={self.vocab_size}]")
     if self.type_vocab_size < 2:
       raise ValueError("type_vocab_size must be >= 2: HERO uses token-type row 1")
+    if self.heads not in HEADS:
+      raise ValueError(f"heads must be one of {HEADS}, got {self.heads!r}")
     if self.vsm_conv_kernel % 2 != 1:
       raise ValueError(f"vsm_conv_kernel must be odd, got {self.vsm_conv_kernel}")
 

@@ -120,6 +120,10 @@ class CrossModalTransformer(nn.Module):
     self.sow("intermediates", "embedding", x)
     return x, mask
 
+  def embed_image_rows(self, row_feats, deterministic):
+    """Frame embeddings of rows [..., M, D] -> [..., M, H] (no MFM)."""
+    return self.img_embeddings(row_feats, self.embeddings.type_embedding(), None, deterministic)
+
   def embed_text(self, ids, deterministic):
     x = self.embeddings(ids, deterministic)
     self.sow("intermediates", "embedding", x)
@@ -183,8 +187,14 @@ class TemporalTransformer(nn.Module):
     self.pooler = L.Pooler(self.cfg)
 
   def __call__(self, x, mask, deterministic):
+    return self.encode(self.embed(x, deterministic), mask, deterministic)
+
+  def embed(self, x, deterministic):
     x = self.embeddings(x, deterministic)
     self.sow("intermediates", "embedding", x)
+    return x
+
+  def encode(self, x, mask, deterministic):
     return self.encoder(x, mask, deterministic)
 
   def pool(self, x):
@@ -204,17 +214,24 @@ class FeatRegress(nn.Module):
 
 
 class MLPLayer(nn.Module):
-  """linear_1 (H -> 2H) -> GELU -> LayerNorm -> linear_2 (-> out)."""
+  """linear_1 (H -> 2H) -> GELU -> LayerNorm -> linear_2 (-> out).
+
+  ``torch_default_init``: PyTorch's default Linear init (heads built after
+  the original's ``init_weights`` ran, e.g. the QA heads)."""
   cfg: HeroConfig
   out_features: int
   out_axis: str = "classes"
+  torch_default_init: bool = False
 
   @nn.compact
   def __call__(self, x):
     cfg = self.cfg
-    x = L.gelu(L.dense(cfg, 2 * cfg.hidden_size, ("embed", "mlp"), "linear_1")(x))
+    h = cfg.hidden_size
+    fan_in = lambda n: n if self.torch_default_init else None  # noqa: E731
+    x = L.gelu(L.dense(cfg, 2 * h, ("embed", "mlp"), "linear_1", torch_default_init=fan_in(h))(x))
     x = L.layer_norm(cfg, cfg.ln_eps, "mlp")(x)
-    return L.dense(cfg, self.out_features, ("mlp", self.out_axis), "linear_2")(x).astype(_f32)
+    return L.dense(cfg, self.out_features, ("mlp", self.out_axis), "linear_2",
+                   torch_default_init=fan_in(2 * h))(x).astype(_f32)
 
 
 def _gather_rows(x, idx):
@@ -291,6 +308,50 @@ class HierarchicalEncoder(nn.Module):
   def temporal(self, fused, frame_mask, deterministic):
     return self.c_encoder(fused, frame_mask, deterministic)
 
+  def video_qa(self, batch, deterministic=True):
+    """``HeroForVideoQA``'s encoder pass: temporal outputs at the frames [Q, A, F, H].
+
+    Each question's A answers make A copies of its video whose subtitle rows
+    end with ``[SEP] q [SEP] a``; the temporal transformer reads the copy's
+    frames followed by those QA tokens. What is the same in every copy is
+    computed once per question: the rows' frame embeddings and
+    ``frame_transform`` of the raw frames.
+    """
+    f = self.f_encoder
+    frames = batch["frames"].astype(_f32)                                  # [Q, F, D]
+    ids, txt_mask = batch["qa_row_ids"], batch["qa_row_txt_mask"]          # [Q, A, R, T]
+    q, a, r, _ = ids.shape
+    row_frame_mask = batch["row_frame_mask"]                               # [Q, R, M]
+    m = row_frame_mask.shape[-1]
+    row_feats = _gather_rows(frames, batch["row_frame_idx"])
+    row_feats = jnp.where(row_frame_mask[..., None].astype(bool), row_feats, 0)
+    img = f.embed_image_rows(row_feats, deterministic)                      # [Q, R, M, H]
+    txt = f.embed_text(ids, deterministic)                                  # [Q, A, R, T, H]
+    img = jnp.broadcast_to(img[:, None], (q, a) + img.shape[1:]).astype(txt.dtype)
+    x = jnp.concatenate([img, txt], axis=-2)
+    mask = jnp.concatenate([jnp.broadcast_to(row_frame_mask[:, None], (q, a, r, m)), txt_mask], -1)
+    flat = L.constrain(x.reshape((q * a * r,) + x.shape[3:]), ("batch", "length", "embed"))
+    cross = f.encode(flat, mask.reshape(q * a * r, -1), deterministic).reshape(x.shape)
+    self.sow("intermediates", "cross_modal_output", cross)
+    copies = lambda y: jnp.broadcast_to(y[:, None], (q, a) + y.shape[1:]).reshape((q * a,) + y.shape[1:])  # noqa: E731
+    n_frames = frames.shape[1]
+    matched = _scatter_rows(cross[..., :m, :].reshape((q * a, r, m, -1)),
+                            copies(batch["row_frame_idx"]), copies(row_frame_mask), n_frames)
+    transformed = self.frame_transform(frames, deterministic)               # [Q, F, H]
+    if self.is_initializing():
+      self.mask_embedding(jnp.zeros((), jnp.int32))   # create the table (checkpoints hold it)
+    fused = copies(transformed) + matched.astype(transformed.dtype)
+    self.sow("intermediates", "matched_frames", matched)
+    frame_emb = self.c_encoder.embed(fused, deterministic)                 # [Q*A, F, H]
+    qa = f.embeddings(batch["qa_ids"].reshape(q * a, -1), deterministic)   # [Q*A, Lqa, H]
+    self.sow("intermediates", "qa_embeddings", qa)
+    joint = jnp.concatenate([frame_emb, qa.astype(frame_emb.dtype)], axis=1)
+    joint_mask = jnp.concatenate([copies(batch["frame_mask"]), batch["qa_mask"].reshape(q * a, -1)], 1)
+    out = self.c_encoder.encode(L.constrain(joint, ("batch", "length", "embed")), joint_mask,
+                                deterministic)
+    self.sow("intermediates", "fused_video_qa", out)
+    return out[:, :n_frames].reshape((q, a, n_frames, -1))
+
   def __call__(self, batch, *, mfm_mask=None, fom_source=None, deterministic=True):
     """The video representation (task ``'repr'``): [V, F, H]."""
     fused = self.fuse(batch, mfm_mask=mfm_mask, deterministic=deterministic)
@@ -328,6 +389,14 @@ class Hero(nn.Module):
     cfg = self.cfg
     h = cfg.hidden_size
     self.v_encoder = HierarchicalEncoder(cfg)
+    if cfg.heads == "videoqa":
+      # HeroForVideoQA's heads, PyTorch's default init (built after init_weights).
+      self.qa_pool = L.dense(cfg, 1, ("embed", None), "qa_pool", use_bias=False, torch_default_init=h)
+      self.qa_pred_head = MLPLayer(cfg, 1, torch_default_init=True)
+      self.st_ed_pool = L.dense(cfg, 1, ("embed", None), "st_ed_pool", use_bias=False,
+                                torch_default_init=h)
+      self.st_ed_pred_head = MLPLayer(cfg, 2, torch_default_init=True)
+      return
     self.video_query_linear = L.dense(cfg, h, ("embed", "embed_out"), "video_query_linear",
                                       torch_default_init=h)
     k = cfg.vsm_conv_kernel
@@ -389,17 +458,49 @@ class Hero(nn.Module):
     ed = self.video_ed_predictor(flat)[..., 0].reshape(sim.shape)
     return L.mask_logits(st, frame_mask), L.mask_logits(ed, frame_mask)
 
+  # -- video QA (heads = "videoqa") ---------------------------------------------
+  def videoqa_logits(self, batch, deterministic=True):
+    """``HeroForVideoQA``: answer logits [Q, A], start / end logits [Q, F].
+
+    ``qa_pool`` scores each frame of each answer copy, softmax over the
+    frames, pools -> ``qa_pred_head``; ``st_ed_pool`` scores each frame,
+    softmax over the answer copies, pools -> ``st_ed_pred_head`` -> start /
+    end per frame (``mask_logits`` at padded frames).
+    """
+    video = self.v_encoder.video_qa(batch, deterministic).astype(_f32)   # [Q, A, F, H]
+    fm = batch["frame_mask"]                                              # [Q, F]
+    mask = fm[:, None, :, None]
+    qa_scores = self.qa_pool(video).astype(_f32)                          # [Q, A, F, 1]
+    st_ed_scores = self.st_ed_pool(video).astype(_f32)
+    self.sow("intermediates", "qa_pool_scores", qa_scores)
+    self.sow("intermediates", "st_ed_pool_scores", st_ed_scores)
+    st_ed_w = jax.nn.softmax(L.mask_logits(st_ed_scores, mask), axis=1)   # over answers
+    qa_w = jax.nn.softmax(L.mask_logits(qa_scores, mask), axis=2)         # over frames
+    st_ed_video = jnp.einsum("qafm,qafd->qfd", st_ed_w, video)
+    qa_video = jnp.einsum("qafm,qafd->qad", qa_w, video)
+    st_ed = self.st_ed_pred_head(st_ed_video)                             # [Q, F, 2]
+    self.sow("intermediates", "st_ed_raw", st_ed)
+    logits = self.qa_pred_head(qa_video)[..., 0]
+    return logits, L.mask_logits(st_ed[..., 0], fm), L.mask_logits(st_ed[..., 1], fm)
+
   # -- init ------------------------------------------------------------------
   def init_all(self, batch, query_ids, query_mask):
     """Touches every parameter (heads and poolers too) for ``init``."""
-    seq = self(batch)
     f = self.v_encoder.f_encoder
     cross = self.cross_modal_rows(batch)
     f.pool(cross[:, 0])
-    self.v_encoder.c_encoder.pool(seq)
     self.mlm_logits(cross[..., :1, :])
+    if self.cfg.heads == "videoqa":
+      qa = {"qa_row_ids": batch["row_ids"][:, None], "qa_row_txt_mask": batch["row_txt_mask"][:, None],
+            "qa_ids": query_ids[:, None], "qa_mask": query_mask[:, None], **batch}
+      seq = self.v_encoder.video_qa(qa)[:, 0]
+      self.videoqa_logits(qa)
+    else:
+      seq = self(batch)
+    self.v_encoder.c_encoder.pool(seq)
     self.feat_regress(seq)
     self.fom_logits(seq)
-    q = self.encode_query(query_ids, query_mask)
-    self.st_ed_logits(q[:, 0], seq, batch["frame_mask"], batch["frame_mask"])
+    if self.cfg.heads == "pretraining":
+      q = self.encode_query(query_ids, query_mask)
+      self.st_ed_logits(q[:, 0], seq, batch["frame_mask"], batch["frame_mask"])
     return seq

@@ -45,7 +45,14 @@ def _variables_fn(cfg: HeroConfig):
 def init_fn(cfg: HeroConfig):
   """``key -> params`` (unboxed) of a fresh model; jit or eval_shape it."""
   variables_fn = _variables_fn(cfg)
-  return lambda key: nn.unbox(variables_fn(key)["params"])
+
+  def init(key):
+    params = nn.unbox(variables_fn(key)["params"])
+    if cfg.heads == "videoqa":
+      # The original builds st_ed_pool as a deepcopy of qa_pool: same start.
+      params = {**params, "st_ed_pool": params["qa_pool"]}
+    return params
+  return init
 
 
 @functools.lru_cache(maxsize=16)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 from typing import Optional, Sequence
 
 import numpy as np
@@ -107,8 +108,6 @@ def build_video_fields(video: layout.VideoExample, ctx: HostContext,
   frame_mask = np.zeros((s.max_frames,), np.int32)
   frame_mask[:n] = 1
 
-  row_ids = np.full((s.max_rows, s.max_row_tokens), ctx.ids.pad, np.int32)
-  row_txt_mask = np.zeros((s.max_rows, s.max_row_tokens), np.int32)
   row_frame_idx = np.zeros((s.max_rows, s.max_row_frames), np.int32)
   row_frame_mask = np.zeros((s.max_rows, s.max_row_frames), np.int32)
   for r in range(n_rows):
@@ -118,12 +117,7 @@ def build_video_fields(video: layout.VideoExample, ctx: HostContext,
                       "max_row_frames", s.max_row_frames)
     row_frame_idx[r, :fr.size] = fr
     row_frame_mask[r, :fr.size] = 1
-    text = np.asarray(row_texts[r], np.int64)
-    if text.size > s.max_row_tokens:
-      count(stats, "row_tokens_truncated", text.size - s.max_row_tokens)
-      text = text[:s.max_row_tokens]
-    row_ids[r, :text.size] = text
-    row_txt_mask[r, :text.size] = 1
+  row_ids, row_txt_mask = text_rows(row_texts, ctx, stats)
   return {
       "frames": frames,
       "frame_mask": frame_mask,
@@ -132,6 +126,50 @@ def build_video_fields(video: layout.VideoExample, ctx: HostContext,
       "row_frame_idx": row_frame_idx,
       "row_frame_mask": row_frame_mask,
   }
+
+
+def text_rows(row_texts: Sequence[np.ndarray], ctx: HostContext, stats=None,
+              truncate: bool = True) -> tuple:
+  """(ids [R, T], mask [R, T]) of the rows' texts, padded with PAD. A text
+  longer than T is cut (counted under ``row_tokens_truncated``) or, with
+  ``truncate=False``, an error."""
+  s = ctx.sizes
+  row_ids = np.full((s.max_rows, s.max_row_tokens), ctx.ids.pad, np.int32)
+  row_txt_mask = np.zeros((s.max_rows, s.max_row_tokens), np.int32)
+  for r, text in enumerate(row_texts):
+    text = np.asarray(text, np.int64)
+    if text.size > s.max_row_tokens:
+      if not truncate:
+        raise ValueError(f"row {r} has {text.size} text tokens, more than max_row_tokens="
+                         f"{s.max_row_tokens}; raise it in the layout sizes")
+      count(stats, "row_tokens_truncated", text.size - s.max_row_tokens)
+      text = text[:s.max_row_tokens]
+    row_ids[r, :text.size] = text
+    row_txt_mask[r, :text.size] = 1
+  return row_ids, row_txt_mask
+
+
+def moment_frames(ts, num_frames: int, frame_length: float) -> tuple:
+  """(start, inclusive end) frame of a moment in seconds, as the original's
+  ``get_st_ed_label``: st = min(floor(st_s / interval), n - 1), ed =
+  min(max(ceil(ed_s / interval) - 1, st + 1), n - 1); (-1, -1) when the
+  times are missing or not finite."""
+  try:
+    st_s, ed_s = (float(t) for t in ts)
+  except (TypeError, ValueError):
+    return -1, -1
+  if not (math.isfinite(st_s) and math.isfinite(ed_s)):
+    return -1, -1
+  last = num_frames - 1
+  st = min(math.floor(st_s / frame_length), last)
+  ed = min(max(math.ceil(ed_s / frame_length) - 1, st + 1), last)
+  return st, ed
+
+
+def starts_after_end(ts, num_frames: int, frame_length: float) -> bool:
+  """The moment starts past the video's last frame (the original clamps it)."""
+  st_s = float(ts[0])
+  return math.isfinite(st_s) and math.floor(st_s / frame_length) >= num_frames
 
 
 def sep_row_texts(video: layout.VideoExample, ctx: HostContext,

@@ -44,6 +44,8 @@ class Objective:
     ``make_example`` gets a ``layout.VideoExample``), ``"moments"`` or
     ``"qa"`` (fine-tuning: one example per query, a ``layout.QueryExample``
     of the query and its video).
+  heads: the ``HeroConfig.heads`` the loss needs (``"pretraining"`` for the
+    VSM heads, ``"videoqa"``), or None when the encoder alone suffices.
   """
   name: str
   fields: tuple
@@ -51,6 +53,7 @@ class Objective:
   loss: Callable[..., Any]
   settings: type
   records: str = "videos"
+  heads: str | None = None
 
   def __post_init__(self):
     if self.records not in RECORD_KINDS:

@@ -21,7 +21,6 @@ Data rules as the original (``VcmrDataset``):
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 
@@ -31,18 +30,6 @@ from hero_jax.objectives import registry
 from hero_jax.objectives import vsm
 
 FIELDS = vsm.FIELDS
-
-
-def moment_frames(ts, num_frames: int, frame_length: float) -> tuple:
-  """(start, inclusive end) frame of a moment in seconds (``get_st_ed_label``);
-  (-1, -1) when the moment has no finite times."""
-  st_s, ed_s = (float(t) for t in ts)
-  if not (math.isfinite(st_s) and math.isfinite(ed_s)):
-    return -1, -1
-  last = num_frames - 1
-  st = min(math.floor(st_s / frame_length), last)
-  ed = min(max(math.ceil(ed_s / frame_length) - 1, st + 1), last)
-  return st, ed
 
 
 def query_tokens(query, ctx: host.HostContext) -> np.ndarray:
@@ -66,8 +53,8 @@ def build_vcmr_example(item: layout.QueryExample, ctx: host.HostContext, stats=N
   out["query_ids"][0, :text.size] = text
   out["query_mask"] = np.zeros((1, s.max_query_tokens), np.int32)
   out["query_mask"][0, :text.size] = 1
-  st, ed = moment_frames(query.ts, video.num_frames, ctx.frame_length)
-  if st >= 0 and math.floor(float(query.ts[0]) / ctx.frame_length) >= video.num_frames:
+  st, ed = host.moment_frames(query.ts, video.num_frames, ctx.frame_length)
+  if host.starts_after_end(query.ts, video.num_frames, ctx.frame_length):
     host.count(stats, "moment_starts_after_video_end")   # clamped to the last frame, as the original
   out["query_st_ed"] = np.array([[st, ed]], np.int32)
   return out
@@ -95,4 +82,4 @@ class VcmrSettings(vsm.VsmSettings):
 
 OBJECTIVE = registry.register(registry.Objective(
     name="vcmr", fields=FIELDS, make_example=make_vcmr_example, loss=vsm.vsm_loss,
-    settings=VcmrSettings, records="moments"))
+    settings=VcmrSettings, records="moments", heads="pretraining"))

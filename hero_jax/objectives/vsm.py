@@ -262,4 +262,4 @@ def vsm_loss(model, params, batch, settings=VsmSettings(), *, step=0, rng=None, 
 
 OBJECTIVE = registry.register(registry.Objective(
     name="vsm", fields=FIELDS, make_example=make_vsm_example, loss=vsm_loss,
-    settings=VsmSettings))
+    settings=VsmSettings, heads="pretraining"))
