@@ -6,7 +6,9 @@
 The batch is the one the original HERO was measured with on a 2-core CPU:
 8 videos per step, 60 frames and 20 subtitles of 12 tokens per video, fp32,
 one objective per step (the original: 9-11 s per step, 0.8-0.9 videos/s).
-``vcmr`` (TVR fine-tuning) takes one query per video instead of VSM's five.
+``vcmr`` (TVR fine-tuning) takes one query per video instead of VSM's five;
+``videoqa`` one question per video with five answers (five copies of the
+video's rows; videos/s counts questions, the answer copies are printed too).
 FLOPs come from XLA's cost analysis of the compiled step; MFU is against
 ``--peak_tflops``, or on CPU against a float32 matmul peak measured here
 with numpy (stated in the output).
@@ -27,7 +29,8 @@ from hero_jax.model.hero import Hero
 from hero_jax.objectives import host, registry
 from hero_jax.train import optimizer, sharding, step as step_lib, tasks
 
-OBJECTIVES = ("mlm", "mfm-nce", "fom", "vsm", "vcmr")
+OBJECTIVES = ("mlm", "mfm-nce", "fom", "vsm", "vcmr", "videoqa")
+ANSWERS, QA_Q, QA_A = 5, 10, 5   # video QA: 5 answers, 10-token questions, 5-token answers
 VIDEOS, FRAMES, SUBS, TOKENS = 8, 60, 20, 12
 
 
@@ -63,8 +66,29 @@ def make_batch(objective: str, cfg, ctx) -> dict:
     items = [layout.QueryExample(v, records.MomentQuery(
         qid=v.vid, vid=v.vid, text="", token_ids=v.sub_ids[0][:TOKENS], ts=(3.0, 9.0),
         duration=FRAMES * 1.5)) for v in items]
+  if registry.get(objective).records == "qa":   # TVQA: one question, five answer copies
+    qa = 2 + QA_Q + QA_A
+    ctx = dataclasses.replace(ctx, sizes=dataclasses.replace(
+        ctx.sizes, queries=1, answers=ANSWERS, max_qa_tokens=qa,
+        max_row_tokens=ctx.sizes.max_row_tokens + qa), queries_per_video=1, max_txt_len=120)
+    items = [layout.QueryExample(v, records.QaQuery(
+        qid=v.vid, vid=v.vid, question="", answers=[""] * ANSWERS,
+        question_ids=v.sub_ids[0][:QA_Q], answer_ids=[v.sub_ids[k][:QA_A] for k in range(ANSWERS)],
+        answer_idx=1, ts=(3.0, 9.0))) for v in items]
   examples = [registry.get(objective).make_example(x, rng, ctx) for x in items]
   return {k: v[None] for k, v in layout.stack_examples(examples).items()}
+
+
+def eval_seconds(cfg, params, batch, steps: int) -> float:
+  """Seconds per forward pass of HeroForVideoQA on the batch (evaluation)."""
+  fn = jax.jit(lambda p, b: Hero(cfg).apply({"params": p}, b, method=Hero.videoqa_logits))
+  one = {k: v[0] for k, v in batch.items()}
+  jax.block_until_ready(fn(params, one))
+  start = time.perf_counter()
+  for _ in range(steps):
+    out = fn(params, one)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / steps
 
 
 def bench(name: str, cfg, steps: int, peak_gflops: float, objectives=OBJECTIVES) -> None:
@@ -76,17 +100,26 @@ def bench(name: str, cfg, steps: int, peak_gflops: float, objectives=OBJECTIVES)
   mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
   rules = sharding.DEFAULT_RULES
   tx, _ = optimizer.hero_adamw(3e-5, 10, 1000)
-  state = step_lib.create_state(cfg, tx, mesh, rules, seed=0)
+  states = {}   # one per set of heads (video QA has its own)
+
+  def state_for(heads):
+    if heads not in states:
+      states[heads] = step_lib.create_state(cfg.replace(heads=heads), tx, mesh, rules, seed=0)
+    return states[heads]
+  state = state_for(cfg.heads)
   print(f"\n{name}: {sum(x.size for x in jax.tree.leaves(state.params)):,} params, "
         f"{VIDEOS} videos x {FRAMES} frames x {SUBS} subtitles x {TOKENS} tokens, "
         f"compute {cfg.dtype}")
   print(f"{'objective':9s} {'compile s':>9s} {'step s':>8s} {'videos/s':>9s} {'padding':>8s} "
         f"{'GFLOP/step':>11s} {'GFLOP/s':>8s} {'MFU':>6s}")
   for objective in objectives:
+    heads = registry.get(objective).heads or cfg.heads
+    state = state_for(heads)
     batch = make_batch(objective, cfg, ctx)
     settings = registry.get(objective).make_settings({})
-    run = step_lib.make_train_step(Hero(cfg), registry.get(objective), settings, tx, mesh, rules,
-                                   step_lib.state_shardings(state), accum_steps=1)
+    run = step_lib.make_train_step(Hero(cfg.replace(heads=heads)), registry.get(objective),
+                                   settings, tx, mesh, rules, step_lib.state_shardings(state),
+                                   accum_steps=1)
     arrays = pipeline.make_global_batch(batch, sharding.batch_sharding(mesh, leading_axes=1))
     key = jax.random.key(0)
     start = time.perf_counter()
@@ -102,11 +135,17 @@ def bench(name: str, cfg, steps: int, peak_gflops: float, objectives=OBJECTIVES)
     for _ in range(steps):
       state, out = run(state, arrays, key)
     jax.block_until_ready(out)
+    states[heads] = state
     step_s = (time.perf_counter() - start) / steps
     padding = layout.padding_share({k: v[0] for k, v in batch.items()})
     pad = np.mean(list(padding.values()))
+    copies = ""
+    if objective == "videoqa":
+      copies = (f"  ({ANSWERS * VIDEOS / step_s:.2f} answer copies/s; evaluation "
+                f"{VIDEOS / eval_seconds(cfg.replace(heads=heads), state.params, batch, steps):.2f} "
+                "questions/s)")
     print(f"{objective:9s} {compile_s:9.1f} {step_s:8.3f} {VIDEOS / step_s:9.2f} {pad:8.3f} "
-          f"{gflop:11.1f} {gflop / step_s:8.1f} {gflop / step_s / peak_gflops:6.1%}")
+          f"{gflop:11.1f} {gflop / step_s:8.1f} {gflop / step_s / peak_gflops:6.1%}{copies}")
 
 
 def main():

@@ -28,7 +28,8 @@ def base_config() -> ml_collections.ConfigDict:
       "val_split": "val",
       "max_clip_len": 100,
       "worker_count": 2,
-      "synthetic": {"train_videos": 512, "val_videos": 64, "seed": 0, "feature_dim": 48},
+      "synthetic": {"train_videos": 512, "val_videos": 64, "seed": 0, "feature_dim": 48,
+                    "min_frames": 12, "max_frames": 30},
   })
   c.layout = ml_collections.ConfigDict({
       "max_frames": 100, "max_rows": 32, "max_row_frames": 16, "max_row_tokens": 61,
@@ -52,6 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
       "b1": 0.9, "b2": 0.98, "eps": 1e-6,
       "weight_decay": 0.01,
       "grad_clip": 1.0,
+      "lr_mul": 1.0,            # lr factor of the parameters outside v_encoder (video QA: 10)
   })
   c.mesh = ml_collections.ConfigDict({
       "shape": {"data": -1, "fsdp": 1, "model": 1},
@@ -65,6 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
       "vcmr": {"q2c_alpha": 20.0, "max_vcmr_video": 100, "min_pred_l": 2, "max_pred_l": 16,
                "max_before_nms": 200, "max_after_nms": 100, "nms_thd": 0.5, "video_batch": 50,
                "video_block": 256, "query_batch": 80, "use_desc_type": True},
+      "qa_batch": 16,    # questions per evaluation batch (video QA)
   })
   c.log_every = 100
   c.eval_every = 500

@@ -97,11 +97,13 @@ def load_tokenizer(spec: str):
 
 
 def collection(videos: str, *, tokenizer: str = "", max_clip_len: int = 100,
-               feature_dim: int | None = None, frame_length: float | None = None):
+               feature_dim: int | None = None, frame_length: float | None = None,
+               vids=None):
   """(VideoExamples, special ids, frame length, tokenizer spec) of ``--videos``.
 
   ``tfds:<data_dir>/<name>[:<split>]`` (a built videos dataset) or
-  ``raw:<manual_dir>`` (features/ + subtitles.jsonl, tokenised here).
+  ``raw:<manual_dir>`` (features/ + subtitles.jsonl, tokenised here);
+  ``vids``: only these videos (in that order).
   """
   from hero_jax.data import pipeline
   scheme, _, rest = videos.partition(":")
@@ -111,8 +113,13 @@ def collection(videos: str, *, tokenizer: str = "", max_clip_len: int = 100,
     corpus = pipeline.VideoCorpus(pipeline.dataset_dir(str(where.parent.parent),
                                                        f"{where.parent.name}/{where.name}"),
                                   max_clip_len)
+    if split and split not in corpus.splits:
+      raise ValueError(f"--videos {videos}: no split {split!r}; splits: {sorted(corpus.splits)}")
     sources = [corpus.splits[split]] if split else list(corpus.splits.values())
-    examples = [s.video(i) for s in sources for i in range(len(s))]
+    if vids is not None:
+      examples = [(sources[0] if split else corpus).video_by_id(v) for v in vids]
+    else:
+      examples = [s.video(i) for s in sources for i in range(len(s))]
     return (examples, corpus.special_ids, corpus.frame_length,
             tokenizer or _tokenizer_spec_of(corpus.metadata))
   if scheme == "raw":
@@ -125,7 +132,11 @@ def collection(videos: str, *, tokenizer: str = "", max_clip_len: int = 100,
     videos_raw = raw.RawVideos(str(Path(rest).expanduser()))
     report = BuildReport(f"search bank {rest}")
     fl = frame_length or 1.5
-    recs = videos_raw.records(sorted(videos_raw.files), tok, feature_dim=feature_dim or 4352,
+    wanted = sorted(videos_raw.files) if vids is None else list(vids)
+    missing = [v for v in wanted if v not in videos_raw.files]
+    if missing:
+      raise ValueError(f"--videos {videos}: no features for {missing[:5]}")
+    recs = videos_raw.records(wanted, tok, feature_dim=feature_dim or 4352,
                               frame_length=fl, max_clip_len=max_clip_len, report=report)
     examples = [records.decode_video(records.encode_video(r), max_clip_len) for r in recs]
     print(report.format(), file=sys.stderr)

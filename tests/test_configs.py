@@ -57,13 +57,27 @@ def test_unknown_preset_is_an_error():
 @pytest.mark.parametrize("name", FINETUNE)
 def test_finetune_config_resolves(name):
   from hero_jax.eval import vcmr
+  from hero_jax.objectives import registry
   c = load(name)
   c.lock()
-  assert isinstance(tasks.hero_config(c), HeroConfig)
-  assert {t.objective for t in tasks.tasks(c)} == {"vcmr"}
+  cfg = tasks.hero_config(c)
+  objectives = {t.objective for t in tasks.tasks(c)}
+  assert objectives in ({"vcmr"}, {"videoqa"})
+  assert all(registry.get(o).heads == cfg.heads for o in objectives)
   assert all("videos" in d for d in c.data.datasets.values())
   assert c.layout.queries == 1
   vcmr.VcmrEvalSettings(**c.eval.vcmr)
+
+
+def test_the_tvqa_and_how2qa_recipes_are_the_original():
+  c = load("finetune_tvqa.py")
+  assert (c.train.batch_videos, c.train.accum_steps) == (32, 2)   # 8 GPUs x 4 x 2
+  assert (c.train.learning_rate, c.train.lr_mul, c.train.warmup_steps, c.train.num_steps) == (
+      5e-5, 10.0, 1000, 10000)
+  assert dict(tasks.objective_settings(c))["videoqa"][1].lw_st_ed == 0.4
+  assert (c.host.max_txt_len, c.layout.answers, tasks.hero_config(c).heads) == (120, 5, "videoqa")
+  h = load("finetune_how2qa.py")
+  assert (h.layout.answers, h.train.num_steps, h.train.warmup_steps, h.train.lr_mul) == (4, 2000, 200, 10.0)
 
 
 def test_the_tvr_recipe_is_the_original():

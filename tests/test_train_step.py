@@ -55,6 +55,27 @@ def test_adamw_matches_the_original_update():
     np.testing.assert_allclose(p[k], ref[k], rtol=1e-5, atol=1e-6)
 
 
+def test_lr_mul_scales_the_heads_as_the_original_groups():
+  """videoQA's groups 0/1 (outside v_encoder) take lr x lr_mul, decay included."""
+  rng = np.random.default_rng(1)
+  params = {"v_encoder": {"kernel": rng.normal(size=(3, 2)).astype(np.float32)},
+            "qa_pool": {"kernel": rng.normal(size=(2, 1)).astype(np.float32)}}
+  grads_seq = [jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32), params)
+               for _ in range(3)]
+  tx, schedule = optimizer.hero_adamw(1e-2, warmup_steps=1, total_steps=10, lr_mul=10.0,
+                                      grad_clip=0.0)
+  state, p = tx.init(params), params
+  for g in grads_seq:
+    updates, state = tx.update(g, state, p)
+    p = optax.apply_updates(p, updates)
+  lrs = [float(schedule(i)) for i in range(3)]
+  for group, mul in (("v_encoder", 1.0), ("qa_pool", 10.0)):
+    ref = torch_style_adamw({"kernel": params[group]["kernel"]},
+                            [{"kernel": g[group]["kernel"]} for g in grads_seq],
+                            [mul * lr for lr in lrs], decay={"kernel": True}, clip=1e9)
+    np.testing.assert_allclose(p[group]["kernel"], ref["kernel"], rtol=1e-5, atol=1e-6)
+
+
 def test_schedule_and_decay_mask_follow_the_original():
   schedule = optimizer.learning_rate(3e-5, warmup_steps=10000, total_steps=100000)
   # Update k is the original's global_step k + 1.

@@ -12,13 +12,16 @@ from tfds_builders import common
 class HeroSynthetic(common.HeroBuilder):
   """Synthetic TV-like videos whose structure every HERO objective can learn.
 
-  Configs: ``videos`` (train/val) and ``tvr`` (moment queries on them). Sizes
+  Configs: ``videos`` (train/val), ``tvr`` (moment queries on them) and
+  ``qa`` (questions with five answers). Sizes
   come from ``hero_jax.data.synthetic.SyntheticSpec`` (constructor keyword
   ``spec``); the spec is recorded in the metadata.
   """
   BUILDER_CONFIGS = [
       common.HeroConfig(name="videos", kind=common.VIDEOS, description="Synthetic videos."),
       common.HeroConfig(name="tvr", kind=common.MOMENTS, description="Synthetic moment queries."),
+      common.HeroConfig(name="qa", kind=common.QA,
+                        description="Synthetic TVQA-style questions with five answers."),
   ]
 
   def __init__(self, *, spec: Optional[synthetic.SyntheticSpec] = None, **kwargs):
@@ -35,6 +38,10 @@ class HeroSynthetic(common.HeroBuilder):
     if self.builder_config.kind == common.VIDEOS:
       return {split: self._video_examples(split, synthetic.videos(
           self.spec, split, self.max_clip_len, self._report(split)))
+              for split in ("train", "val")}
+    if self.builder_config.kind == common.QA:
+      return {split: self._query_examples(split, synthetic.questions(
+          self.spec, split, self._report(split)), records.encode_qa)
               for split in ("train", "val")}
     return {split: self._query_examples(split, synthetic.moments(
         self.spec, split, self._report(split)), records.encode_moment)

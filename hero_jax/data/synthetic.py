@@ -12,7 +12,11 @@ over time plus noise. So:
 * FOM: the drift is the same function of time in every video, so the
   original order of shuffled frames is recoverable;
 * VSM / TVR queries: a query is made of the words of one or two consecutive
-  subtitles, so it matches the frames of exactly that moment.
+  subtitles, so it matches the frames of exactly that moment;
+* QA: a question is made of words of one moment (one or two consecutive
+  subtitles); the right answer is two other words of that moment, the four
+  wrong ones are words said nowhere in the video, so the answer is in the
+  subtitles and frames inside the question's time span.
 
 Everything is a function of ``SyntheticSpec`` (seed included): the same spec
 gives the same bytes.
@@ -138,3 +142,36 @@ def moments(spec: SyntheticSpec, split: str, report: BuildReport) -> Iterator[re
           qid=f"{vid}.q{q}", vid=vid, text=text, token_ids=np.asarray(tok.encode(text), np.int32),
           ts=(subs[first]["start"], subs[last]["end"]),
           duration=len(frames) * spec.frame_length, query_type="synthetic")
+
+
+QA_ANSWERS = 5
+
+
+def questions(spec: SyntheticSpec, split: str, report: BuildReport) -> Iterator[records.QaQuery]:
+  """TVQA-style questions with five answers (see the module docstring)."""
+  world, tok = _World(spec), tokenizer(spec)
+  for i in range(spec.num_videos(split)):
+    vid, frames, subs, words = _video(spec, world, split, i)
+    rng = np.random.default_rng([spec.seed, _split_seed(split), i, 2])
+    for q in range(spec.queries_per_video):
+      first = int(rng.integers(0, len(subs)))
+      last = min(first + int(rng.integers(0, 2)), len(subs) - 1)
+      pool = np.unique(np.concatenate(words[first:last + 1]))
+      if pool.size < 3:
+        report.skip("synthetic_moment_too_short", f"{vid}.qa{q}")
+        continue
+      pool = rng.permutation(pool)
+      question, right = pool[:min(3, pool.size - 2)], pool[-2:]
+      # Wrong answers: words said nowhere in the video.
+      absent = np.setdiff1d(np.arange(spec.vocab_words), np.concatenate(words))
+      wrong = [rng.choice(absent, size=2, replace=False) for _ in range(QA_ANSWERS - 1)]
+      answer_idx = int(rng.integers(0, QA_ANSWERS))
+      answers = wrong[:answer_idx] + [right] + wrong[answer_idx:]
+      text = lambda ws: " ".join(f"w{int(w)}" for w in ws)  # noqa: E731
+      report.add_query()
+      yield records.QaQuery(
+          qid=f"{vid}.qa{q}", vid=vid, question=text(question),
+          answers=[text(a) for a in answers],
+          question_ids=np.asarray(tok.encode(text(question)), np.int32),
+          answer_ids=[np.asarray(tok.encode(text(a)), np.int32) for a in answers],
+          answer_idx=answer_idx, ts=(subs[first]["start"], subs[last]["end"]))

@@ -135,4 +135,61 @@ def write_vcmr_upload(ctx: EvalContext, dataset: str, step: int, by_split: dict)
   log.info("wrote %s", path)
 
 
-EVALUATORS = {"vcmr": (evaluate_vcmr, write_vcmr_upload)}
+def qa_predictions(model, params, items: Sequence, hctx, batch_size: int, *, mesh=None,
+                   progress=None):
+  """(answer logits [N, A], start logits [N, F], end logits [N, F]) of every
+  question (``layout.QueryExample``), in jitted batches of ``batch_size``."""
+  import jax
+  import numpy as np
+  from hero_jax import layout
+  from hero_jax.model.hero import Hero
+  from hero_jax.objectives import videoqa
+  fn = vcmr_lib.under_mesh(mesh, None, jax.jit(
+      lambda p, b: model.apply({"params": p}, b, method=Hero.videoqa_logits)))
+  outs = []
+  for start in range(0, len(items), batch_size):
+    chunk = list(items[start:start + batch_size])
+    examples = [videoqa.build_videoqa_example(x, hctx) for x in chunk]
+    examples += [examples[-1]] * (batch_size - len(chunk))   # static shapes; dropped below
+    out = jax.device_get(fn(params, layout.stack_examples(examples)))
+    outs.append([np.asarray(o)[:len(chunk)] for o in out])
+    if progress:
+      progress(start + len(chunk), len(items))
+  return tuple(np.concatenate([o[i] for o in outs]) for i in range(3))
+
+
+def evaluate_videoqa(ctx: EvalContext, join, dataset: str, split: str, step: int) -> tuple:
+  """Accuracy of the argmax answer over a whole split; ``{qid: answer_idx}`` predictions."""
+  import numpy as np
+  from hero_jax.objectives import host
+  items = [join.example(i) for i in range(len(join))]
+  if not items:
+    raise ValueError(f"{join.path} split {split!r} has no questions")
+  hctx = host.HostContext(sizes=ctx.sizes, ids=join.special_ids, queries_per_video=ctx.sizes.queries,
+                          frame_length=join.frame_length)
+  batch = _round_up(int(ctx.eval_config.get("qa_batch", 16)), ctx.batch_multiple)
+  log.info("eval %s %s: %d questions", dataset, split, len(items))
+  logits, _, _ = qa_predictions(ctx.model, ctx.params, items, hctx, batch, mesh=ctx.mesh)
+  pred = logits.argmax(-1)
+  target = np.array([int(x.query.answer_idx) for x in items])
+  labelled = target >= 0
+  predictions = {x.query.qid: int(p) for x, p in zip(items, pred)}
+  metrics = {}
+  if labelled.any():
+    metrics = {"acc": float(np.mean(pred[labelled] == target[labelled])),
+               "questions": float(labelled.sum())}
+  if ctx.write_files:
+    out = os.path.join(ctx.workdir, "results", dataset, split, f"step_{step}")
+    write_json(os.path.join(out, "predictions.json"), predictions)
+    write_json(os.path.join(out, "metrics.json"), {"step": step, "metrics": metrics})
+    log.info("wrote %s", out)
+  return metrics, predictions
+
+
+def no_upload(ctx, dataset, step, by_split) -> None:
+  """QA predictions are uploaded as they are (``{qid: answer_idx}`` per split)."""
+  del ctx, dataset, step, by_split
+
+
+EVALUATORS = {"vcmr": (evaluate_vcmr, write_vcmr_upload),
+              "videoqa": (evaluate_videoqa, no_upload)}

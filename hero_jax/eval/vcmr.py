@@ -138,7 +138,7 @@ def bank_outputs(model, batch, conv_sees_padding: bool):
   return jnp.where(keep[..., None], seq, 0.0)
 
 
-def _under(mesh, rules, fn):
+def under_mesh(mesh, rules, fn):
   """``fn`` run inside the mesh and logical rules (when a mesh is given)."""
   if mesh is None:
     return fn
@@ -163,7 +163,7 @@ def encode_bank(model, params, videos: Sequence[layout.VideoExample], ctx: host.
   if not videos:
     raise ValueError("the video corpus is empty: nothing to retrieve from")
   dim = videos[0].frames.shape[1]
-  encode = _under(mesh, rules, encode_fn(model, settings))
+  encode = under_mesh(mesh, rules, encode_fn(model, settings))
   frames, masks = [], []
   for start in range(0, len(videos), settings.video_batch):
     chunk = list(videos[start:start + settings.video_batch])
@@ -321,7 +321,7 @@ def rank(model, params, bank: FrameBank, query_tokens: Sequence[np.ndarray], pad
       raise ValueError(f"{len(unknown)} ground-truth videos are not in the corpus of "
                        f"{n} videos, e.g. {unknown[:5]}")
   blocks = [jnp.asarray(x) for x in bank_blocks(bank, settings)]
-  fn = _under(mesh, rules, rank_fn(model, settings, k, top_n))
+  fn = under_mesh(mesh, rules, rank_fn(model, settings, k, top_n))
   outs = []
   qb = settings.query_batch
   for start in range(0, len(query_tokens), qb):

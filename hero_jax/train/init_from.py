@@ -100,8 +100,12 @@ def _check_shapes(params, cfg, what: str) -> None:
                        f"{tuple(want[p].shape) if p in want else 'none'}")
 
 
-def load(path, cfg, *, fmt: str = "auto", seed: int = 0):
-  """Params (numpy tree) for ``cfg`` from ``path``; None when ``path`` is empty."""
+def load(path, cfg, *, fmt: str = "auto", seed: int = 0, heads_required: bool = False):
+  """Params (numpy tree) for ``cfg`` from ``path``; None when ``path`` is empty.
+
+  ``heads_required``: an original checkpoint lacking parameters of the model
+  (e.g. QA heads when evaluating) is an error instead of a fresh init.
+  """
   if not path:
     return None
   if fmt not in FORMATS:
@@ -137,4 +141,8 @@ def load(path, cfg, *, fmt: str = "auto", seed: int = 0):
   from hero_jax.model.params import init_params
   params, report = mapping.state_dict_to_params(state_dict, init_params(cfg, seed), strict=False)
   log.info("original HERO checkpoint %s: %s", path, report.summary())
+  if heads_required and report.missing:
+    raise ValueError(f"config.init_from {path} lacks {len(report.missing)} parameters of the "
+                     f"model (heads={cfg.heads!r}), e.g. {report.missing[:5]}: evaluating them "
+                     "freshly initialised would give a meaningless result")
   return jax.device_get(params)

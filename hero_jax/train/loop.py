@@ -71,9 +71,11 @@ def check_data_fits_model(videos, cfg) -> None:
                      f"{cfg.vocab_size}")
 
 
-def init_params(config, cfg):
-  """Params to start from (numpy), or None for a fresh init (``config.init_from``)."""
-  return init_from.load(config.init_from, cfg, fmt=config.init_format, seed=config.seed)
+def init_params(config, cfg, heads_required: bool = False):
+  """Params to start from (numpy), or None for a fresh init (``config.init_from``);
+  ``heads_required`` (evaluation): a checkpoint lacking some heads is an error."""
+  return init_from.load(config.init_from, cfg, fmt=config.init_format, seed=config.seed,
+                        heads_required=heads_required)
 
 
 def merge_metrics(merged: dict, prefix: str, metrics: dict) -> None:
@@ -108,7 +110,8 @@ class Trainer:
     self.local_batch = t.batch_videos // jax.process_count()
     self.tx, self.schedule = optimizer.hero_adamw(
         t.learning_rate, t.warmup_steps, t.num_steps, b1=t.b1, b2=t.b2, eps=t.eps,
-        weight_decay=t.weight_decay, grad_clip=t.grad_clip)
+        weight_decay=t.weight_decay, grad_clip=t.grad_clip, lr_mul=t.lr_mul)
+    self._check_heads()
     self.train_videos = {key: open_source(e, config.data.train_split, config)
                          for key, e in config.data.datasets.items()}
     for v in self.train_videos.values():
@@ -119,12 +122,21 @@ class Trainer:
         self._val(key)
     self.iterators = {self._key(task): self._pipeline(task) for task in self.tasks}
     self.state = step_lib.create_state(self.cfg, self.tx, self.mesh, self.rules, config.seed,
-                                       init_params(config, self.cfg))
+                                       init_params(config, self.cfg, heads_required=config.mode == "eval"))
     self.shardings = step_lib.state_shardings(self.state)
     self.steps, self.eval_steps = {}, {}
     self.checkpoints = checkpointing.manager(workdir, config.keep_checkpoints)
     self.writer = writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     self.stop_requested = False
+
+  def _check_heads(self) -> None:
+    from hero_jax.objectives import registry
+    for task in self.tasks:
+      needs = registry.get(task.objective).heads
+      if needs is not None and needs != self.cfg.heads:
+        raise ValueError(f"objective {task.objective!r} needs the model's {needs!r} heads, "
+                         f"config.model has heads={self.cfg.heads!r}: set "
+                         f"--config.model.overrides.heads={needs}")
 
   @staticmethod
   def _key(task) -> str:

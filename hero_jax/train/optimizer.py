@@ -65,8 +65,31 @@ def scale_by_original_adam(b1: float, b2: float, eps: float):
   return optax.GradientTransformation(init, update)
 
 
-def _decay_after_update(lr_schedule, weight_decay: float, mask_fn):
-  """updates u -> u - lr * wd * (p + u): decay of the Adam-updated parameter."""
+def lr_multipliers(params, lr_mul: float):
+  """Per-parameter learning-rate factor: 1 inside ``v_encoder``, ``lr_mul``
+  for everything else (the heads), as the original's parameter groups 0 and
+  1 in ``train_videoQA.py``."""
+  def factor(path, _):
+    return 1.0 if getattr(path[0], "key", str(path[0])) == "v_encoder" else float(lr_mul)
+  return jax.tree_util.tree_map_with_path(factor, params)
+
+
+def _scale_by_lr(lr_schedule, lr_mul: float):
+  """u -> -lr * factor * u (``factor`` from ``lr_multipliers``)."""
+  def init(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update(updates, state, params=None):
+    lr = lr_schedule(state.count)
+    factors = lr_multipliers(updates, lr_mul)
+    updates = jax.tree.map(lambda u, f: -lr * f * u, updates, factors)
+    return updates, optax.ScaleByScheduleState(count=state.count + 1)
+  return optax.GradientTransformation(init, update)
+
+
+def _decay_after_update(lr_schedule, weight_decay: float, mask_fn, lr_mul: float = 1.0):
+  """updates u -> u - lr * factor * wd * (p + u): decay of the Adam-updated parameter."""
   def init(params):
     del params
     return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
@@ -74,21 +97,23 @@ def _decay_after_update(lr_schedule, weight_decay: float, mask_fn):
   def update(updates, state, params):
     lr = lr_schedule(state.count)
     mask = mask_fn(params)
+    factors = lr_multipliers(params, lr_mul)
     updates = jax.tree.map(
-        lambda u, p, m: u - lr * weight_decay * (p + u) if m else u, updates, params, mask)
+        lambda u, p, m, f: u - lr * f * weight_decay * (p + u) if m else u,
+        updates, params, mask, factors)
     return updates, optax.ScaleByScheduleState(count=state.count + 1)
   return optax.GradientTransformation(init, update)
 
 
 def hero_adamw(base_lr: float, warmup_steps: int, total_steps: int, *, b1=0.9, b2=0.98,
-               eps=1e-6, weight_decay=0.01, grad_clip=1.0):
-  """The full update rule as one optax transformation."""
+               eps=1e-6, weight_decay=0.01, grad_clip=1.0, lr_mul=1.0):
+  """The full update rule as one optax transformation. ``lr_mul`` multiplies
+  the learning rate of every parameter outside ``v_encoder`` (video QA: 10)."""
   schedule = learning_rate(base_lr, warmup_steps, total_steps)
   parts = []
   if grad_clip:
     parts.append(optax.clip_by_global_norm(grad_clip))
-  parts += [scale_by_original_adam(b1, b2, eps),
-            optax.scale_by_schedule(lambda c: -schedule(c))]
+  parts += [scale_by_original_adam(b1, b2, eps), _scale_by_lr(schedule, lr_mul)]
   if weight_decay:
-    parts.append(_decay_after_update(schedule, weight_decay, decay_mask))
+    parts.append(_decay_after_update(schedule, weight_decay, decay_mask, lr_mul))
   return optax.chain(*parts), schedule
