@@ -126,22 +126,30 @@ def videos(spec: SyntheticSpec, split: str, max_clip_len: int,
     yield sources.finish_video(rec, max_clip_len, report)
 
 
-def moments(spec: SyntheticSpec, split: str, report: BuildReport) -> Iterator[records.MomentQuery]:
-  """TVR-style queries: words of 1-2 consecutive subtitles, their time span."""
-  world, tok = _World(spec), tokenizer(spec)
+def _moments(spec: SyntheticSpec, split: str, stream: int):
+  """Per video and query: (vid, frames, subs, words, rng, query number, first
+  and last subtitle of a moment of 1-2 consecutive subtitles)."""
+  world = _World(spec)
   for i in range(spec.num_videos(split)):
     vid, frames, subs, words = _video(spec, world, split, i)
-    rng = np.random.default_rng([spec.seed, _split_seed(split), i, 1])
+    rng = np.random.default_rng([spec.seed, _split_seed(split), i, stream])
     for q in range(spec.queries_per_video):
       first = int(rng.integers(0, len(subs)))
       last = min(first + int(rng.integers(0, 2)), len(subs) - 1)
-      pool = np.concatenate(words[first:last + 1])
-      text = " ".join(f"w{w}" for w in rng.choice(pool, size=min(4, len(pool)), replace=False))
-      report.add_query()
-      yield records.MomentQuery(
-          qid=f"{vid}.q{q}", vid=vid, text=text, token_ids=np.asarray(tok.encode(text), np.int32),
-          ts=(subs[first]["start"], subs[last]["end"]),
-          duration=len(frames) * spec.frame_length, query_type="synthetic")
+      yield vid, frames, subs, words, rng, q, first, last
+
+
+def moments(spec: SyntheticSpec, split: str, report: BuildReport) -> Iterator[records.MomentQuery]:
+  """TVR-style queries: words of 1-2 consecutive subtitles, their time span."""
+  tok = tokenizer(spec)
+  for vid, frames, subs, words, rng, q, first, last in _moments(spec, split, 1):
+    pool = np.concatenate(words[first:last + 1])
+    text = " ".join(f"w{w}" for w in rng.choice(pool, size=min(4, len(pool)), replace=False))
+    report.add_query()
+    yield records.MomentQuery(
+        qid=f"{vid}.q{q}", vid=vid, text=text, token_ids=np.asarray(tok.encode(text), np.int32),
+        ts=(subs[first]["start"], subs[last]["end"]),
+        duration=len(frames) * spec.frame_length, query_type="synthetic")
 
 
 QA_ANSWERS = 5
@@ -149,29 +157,24 @@ QA_ANSWERS = 5
 
 def questions(spec: SyntheticSpec, split: str, report: BuildReport) -> Iterator[records.QaQuery]:
   """TVQA-style questions with five answers (see the module docstring)."""
-  world, tok = _World(spec), tokenizer(spec)
-  for i in range(spec.num_videos(split)):
-    vid, frames, subs, words = _video(spec, world, split, i)
-    rng = np.random.default_rng([spec.seed, _split_seed(split), i, 2])
-    for q in range(spec.queries_per_video):
-      first = int(rng.integers(0, len(subs)))
-      last = min(first + int(rng.integers(0, 2)), len(subs) - 1)
-      pool = np.unique(np.concatenate(words[first:last + 1]))
-      if pool.size < 3:
-        report.skip("synthetic_moment_too_short", f"{vid}.qa{q}")
-        continue
-      pool = rng.permutation(pool)
-      question, right = pool[:min(3, pool.size - 2)], pool[-2:]
-      # Wrong answers: words said nowhere in the video.
-      absent = np.setdiff1d(np.arange(spec.vocab_words), np.concatenate(words))
-      wrong = [rng.choice(absent, size=2, replace=False) for _ in range(QA_ANSWERS - 1)]
-      answer_idx = int(rng.integers(0, QA_ANSWERS))
-      answers = wrong[:answer_idx] + [right] + wrong[answer_idx:]
-      text = lambda ws: " ".join(f"w{int(w)}" for w in ws)  # noqa: E731
-      report.add_query()
-      yield records.QaQuery(
-          qid=f"{vid}.qa{q}", vid=vid, question=text(question),
-          answers=[text(a) for a in answers],
-          question_ids=np.asarray(tok.encode(text(question)), np.int32),
-          answer_ids=[np.asarray(tok.encode(text(a)), np.int32) for a in answers],
-          answer_idx=answer_idx, ts=(subs[first]["start"], subs[last]["end"]))
+  tok = tokenizer(spec)
+  for vid, _, subs, words, rng, q, first, last in _moments(spec, split, 2):
+    pool = np.unique(np.concatenate(words[first:last + 1]))
+    if pool.size < 3:
+      report.skip("synthetic_moment_too_short", f"{vid}.qa{q}")
+      continue
+    pool = rng.permutation(pool)
+    question, right = pool[:min(3, pool.size - 2)], pool[-2:]
+    # Wrong answers: words said nowhere in the video.
+    absent = np.setdiff1d(np.arange(spec.vocab_words), np.concatenate(words))
+    wrong = [rng.choice(absent, size=2, replace=False) for _ in range(QA_ANSWERS - 1)]
+    answer_idx = int(rng.integers(0, QA_ANSWERS))
+    answers = wrong[:answer_idx] + [right] + wrong[answer_idx:]
+    text = lambda ws: " ".join(f"w{int(w)}" for w in ws)  # noqa: E731
+    report.add_query()
+    yield records.QaQuery(
+        qid=f"{vid}.qa{q}", vid=vid, question=text(question),
+        answers=[text(a) for a in answers],
+        question_ids=np.asarray(tok.encode(text(question)), np.int32),
+        answer_ids=[np.asarray(tok.encode(text(a)), np.int32) for a in answers],
+        answer_idx=answer_idx, ts=(subs[first]["start"], subs[last]["end"]))
