@@ -341,11 +341,6 @@ class BatchIterator:
     self.batches = int(state["batches"])
 
 
-def source_kind(source) -> str:
-  """The records a pipeline source yields: 'videos', 'moments' or 'qa'."""
-  return source.kind
-
-
 def make_pipeline(videos, objective: str, ctx: host.HostContext,
                   options: PipelineOptions, *, process_index: Optional[int] = None,
                   process_count: Optional[int] = None) -> BatchIterator:
@@ -355,9 +350,9 @@ def make_pipeline(videos, objective: str, ctx: host.HostContext,
   import hero_jax.objectives  # noqa: F401  (registers the built-in objectives)
   spec = registry.get(objective)
   make_example = spec.make_example
-  if source_kind(videos) != spec.records:
+  if videos.kind != spec.records:
     raise ValueError(f"objective {objective!r} reads {spec.records} records, but {videos.path} "
-                     f"split {videos.split!r} holds {source_kind(videos)}")
+                     f"split {videos.split!r} holds {videos.kind}")
   if process_index is None or process_count is None:
     import jax
     process_index, process_count = jax.process_index(), jax.process_count()

@@ -188,12 +188,6 @@ def band(num_frames: int, min_l: int, max_l: int):
   return jnp.minimum(ends, num_frames - 1), (ends < num_frames).astype(jnp.float32)
 
 
-def length_mask(num_frames: int, min_l: int, max_l: int):
-  """[F, F] with 1 where min_l <= j - i < max_l (j an inclusive end frame)."""
-  d = jnp.arange(num_frames)[None, :] - jnp.arange(num_frames)[:, None]
-  return ((d >= min_l) & (d < max_l)).astype(jnp.float32)
-
-
 def _rank_queries(model, params, query_ids, query_mask, gt_video, frames, mask, conv_mask, valid,
                   *, settings: VcmrEvalSettings, k: int, top_n: int):
   """One block of queries against the whole bank (a jitted function).
@@ -247,7 +241,8 @@ def _rank_queries(model, params, query_ids, query_mask, gt_video, frames, mask, 
     scores = (ps * v[:, None])[:, :, None] * pe[:, ends] * in_band                # [k, F, D]
     return jax.lax.top_k(scores.reshape(-1), top_n)
   vcmr_s, vcmr_i = jax.lax.map(vcmr_one, (p_st, vr, p_ed))
-  lmask = length_mask(f, settings.min_pred_l, settings.max_pred_l)
+  lmask = jnp.asarray(nms_lib.generate_min_max_length_mask((f, f), settings.min_pred_l,
+                                                            settings.max_pred_l))
 
   # SVMR's (F, F) matrices go to the host: the original ranks them with
   # numpy's argsort, whose order among the (many) exact zeros decides which
