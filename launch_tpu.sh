@@ -2,8 +2,8 @@
 # Start a hero_jax run on every worker of a TPU VM (single host or pod slice).
 #
 #   TPU_NAME=hero-v4-64 ZONE=us-central2-b ACCELERATOR=v4-64 \
-#   CONFIG=configs/pretrain_tv.py WORKDIR=/mnt/shared/hero_tv \
-#   ./launch_tpu.sh --config.train.num_steps=100000
+#   CONFIG=configs/pretrain_tv.py WORKDIR=gs://my-bucket/runs/hero_tv \
+#   ./launch_tpu.sh --config.data.datasets.tv.data_dir=gs://my-bucket/tfds
 #
 # Variables (required unless a default is shown):
 #   TPU_NAME      name of the TPU VM; created if it does not exist
@@ -12,12 +12,15 @@
 #   RUNTIME       TPU software version for creation (default: tpu-ubuntu2204-base)
 #   PROJECT       GCP project (default: gcloud's configured project)
 #   CONFIG        config file (default: configs/pretrain_tv.py)
-#   WORKDIR       run folder that every worker sees (NFS / Filestore / gcsfuse mount); the metric
-#               writers write local files, so a bare gs:// path is not supported yet
+#   WORKDIR       run folder every worker sees: a gs://bucket/folder (checkpoints, metrics,
+#               TensorBoard events and results are written there; the TPU VM's service account
+#               needs write access) or a shared mount (NFS / Filestore / gcsfuse)
 #   REPO_URL      git URL to clone on the workers (default: this checkout's origin)
 #   BRANCH        branch or commit to run (default: this checkout's HEAD commit)
-# The built TFDS data must be readable by every worker at a local path (a shared mount):
-# pass it in the extra arguments as --config.data.datasets.<key>.data_dir=<path>.
+# The built TFDS data must be readable by every worker: a gs:// folder or a shared mount; pass
+# it in the extra arguments as --config.data.datasets.<key>.data_dir=<path>.
+# Preemption: the TPU VM sends SIGTERM to every process; each run saves a checkpoint in
+# WORKDIR and exits 0, and running this script again resumes from it.
 # Extra arguments are passed to `python -m hero_jax.main` unchanged.
 set -euo pipefail
 
@@ -45,7 +48,7 @@ tpu ssh "$TPU_NAME" --worker=all --command "
   if [[ ! -d hero_jax ]]; then git clone '$REPO_URL' hero_jax; fi
   cd hero_jax && git fetch --all -q && git checkout -q '$BRANCH'
   python3 -m venv ~/hero_venv && . ~/hero_venv/bin/activate
-  pip install -q -U pip && pip install -q -e . 'jax[tpu]>=0.10.2,<0.11'
+  pip install -q -U pip && pip install -q -e '.[gcs]' 'jax[tpu]>=0.10.2,<0.11'
   nohup python -m hero_jax.main --config '$CONFIG' --workdir '$WORKDIR' --distributed $EXTRA \
     > ~/hero_run.log 2>&1 &
   echo \"worker \$(hostname): started, log in ~/hero_run.log\"

@@ -90,7 +90,7 @@ def main():
   frames_gb = big.frames.nbytes / 1e9
   batch = layout.stack_examples([host.repr_example(v, ctx) for v in videos[:args.video_batch]])
   video_gflop = flops(vcmr_lib.encode_fn(model, settings), params, batch) / args.video_batch
-  k, f = min(settings.max_vcmr_video, TVR_VAL_VIDEOS), FRAMES
+  k = min(settings.max_vcmr_video, TVR_VAL_VIDEOS)
   ids = np.zeros((args.query_batch, 16), np.int32)
   blocks = vcmr_lib.bank_blocks(big, settings)
   query_gflop = flops(vcmr_lib.rank_fn(model, settings, k, settings.max_before_nms), params, ids,

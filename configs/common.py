@@ -1,18 +1,56 @@
-"""Pieces shared by the pre-training configs (not a config itself)."""
+"""Pieces shared by the configs (not a config itself).
+
+``base_config()`` declares every field a run reads, with its default, and
+locks the config: recipes and ``--config.a.b=value`` change values, and a
+misspelt field is an error naming the closest fields. Every ``HeroConfig``
+field is under ``model`` and every registered objective's settings are under
+``objectives.<name>`` (ratio 0 = not trained), so any of them can be set from
+the command line on any config. ``hero_jax.train.tasks.check_config`` checks
+a config against these declarations when a run starts.
+"""
 
 import ml_collections
 
-from hero_jax.train import sharding
+from hero_jax.train import sharding, tasks
+
+# HERO's pre-training mix (the original's mlm : mfm-nce : fom : vsm).
+PRETRAINING_RATIOS = {"mlm": 2.0, "mfm_nce": 2.0, "fom": 1.0, "vsm": 2.0}
 
 
-def base_config() -> ml_collections.ConfigDict:
+def model_config(preset: str = "base", **fields) -> ml_collections.ConfigDict:
+  """Every ``HeroConfig`` field: a preset's values ('base' | 'tiny') with ``fields`` changed."""
+  return tasks.model_config_dict(preset, **fields)
+
+
+def objectives_config(**ratios) -> ml_collections.ConfigDict:
+  """Every registered objective with its default settings; ratio 0 unless given."""
+  return tasks.objectives_config_dict(ratios)
+
+
+def use_objectives(c: ml_collections.ConfigDict, **ratios) -> None:
+  """Trains exactly the given objectives (by config key) with these ratios."""
+  unknown = sorted(set(ratios) - set(c.objectives))
+  if unknown:
+    raise ValueError(f"unknown objectives {unknown}; known: {sorted(c.objectives)}")
+  for key, entry in c.objectives.items():
+    entry.ratio = float(ratios.get(key, 0.0))
+
+
+def dataset(name: str, data_dir: str = "~/tensorflow_datasets", ratio: float = 1.0,
+            videos: str = "") -> dict:
+  """An entry of ``config.data.datasets``: a built dataset ``<data_dir>/<name>``
+  (``videos``: for a query dataset, the videos dataset its queries refer to)."""
+  return {"name": name, "data_dir": data_dir, "ratio": float(ratio), "videos": videos}
+
+
+def base_config(model: str = "base") -> ml_collections.ConfigDict:
   """Every key a training config has; the recipes override the values."""
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.mode = "train"  # train | eval
-  # Model: a preset ('tiny' | 'base') plus HeroConfig field overrides.
-  c.model = ml_collections.ConfigDict({"preset": "base", "overrides": {}})
-  c.compute_dtype = "float32"  # bfloat16: compute in bf16, params/optimizer in f32
+  # Every HeroConfig field; model.dtype 'bfloat16' computes in bf16 while
+  # params and optimizer state stay float32.
+  c.model = model_config(model)
   # Weights to start from (hero_jax.train.init_from): a converted hero_jax
   # checkpoint folder, a training workdir (its newest checkpoint), an original
   # HERO .pt/.npz, or HF RoBERTa weights; "" = HERO's fresh init.
@@ -22,8 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
   # name; each is a built videos dataset '<data_dir>/<name>'. The synthetic
   # set is built if missing.
   c.data = ml_collections.ConfigDict({
-      "datasets": {"tv": {"name": "hero_tv/videos", "data_dir": "~/tensorflow_datasets",
-                          "ratio": 1.0}},
+      "datasets": {"tv": dataset("hero_tv/videos")},
       "train_split": "train",
       "val_split": "val",
       "max_clip_len": 100,
@@ -37,13 +74,9 @@ def base_config() -> ml_collections.ConfigDict:
       "answers": 5, "max_qa_tokens": 122})
   c.host = ml_collections.ConfigDict({"max_txt_len": 60, "mask_prob": 0.15})
   # Objectives: key = registry name with '-' written '_'; 'ratio' is the
-  # sampling weight, every other key overrides the objective's settings.
-  c.objectives = ml_collections.ConfigDict({
-      "mlm": {"ratio": 2.0},
-      "mfm_nce": {"ratio": 2.0, "group_videos": 32},
-      "fom": {"ratio": 1.0},
-      "vsm": {"ratio": 2.0},
-  })
+  # sampling weight (0: not trained), every other key is the objective's setting.
+  c.objectives = objectives_config(**PRETRAINING_RATIOS)
+  c.objectives.mfm_nce.group_videos = 32
   c.train = ml_collections.ConfigDict({
       "num_steps": 100000,
       "batch_videos": 1024,     # global videos per micro-step
@@ -56,7 +89,10 @@ def base_config() -> ml_collections.ConfigDict:
       "lr_mul": 1.0,            # lr factor of the parameters outside v_encoder (video QA: 10)
   })
   c.mesh = ml_collections.ConfigDict({
-      "shape": {"data": -1, "fsdp": 1, "model": 1},
+      "shape": {"data": -1, "fsdp": 1, "model": 1},  # one slice's mesh (-1: the rest)
+      # Slices (multi-slice TPU) the data axis spans: global data = shape.data x dcn_data;
+      # fsdp / model stay inside a slice, where the interconnect is fast.
+      "dcn_data": 1,
       "rules": [list(r) for r in sharding.DEFAULT_RULES],
   })
   # Whole-split evaluation of downstream objectives (VCMR: hero_jax.eval.vcmr),
@@ -70,8 +106,14 @@ def base_config() -> ml_collections.ConfigDict:
       "qa_batch": 16,    # questions per evaluation batch (video QA)
   })
   c.log_every = 100
+  # jax.profiler trace of optimizer steps profile_start .. profile_start +
+  # profile_steps - 1 into workdir/profile (0 = off); the default start skips
+  # the first steps, where each objective's step compiles.
+  c.profile_steps = 0
+  c.profile_start = 10
   c.eval_every = 500
   c.eval_batches = 10
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
+  c.lock()  # recipes change values; a field that is not declared here is an error
   return c

@@ -13,13 +13,13 @@ The TVQA recipe with VALUE's How2QA values: four answers per question
 ``lw_st_ed`` 0.4, ``max_txt_len`` 120, 8 GPUs x 4 questions x 2 accumulation.
 """
 
-from configs import finetune_tvqa
+from configs import common, finetune_tvqa
 
 
 def get_config():
   c = finetune_tvqa.get_config()
-  c.data.datasets = {"how2qa": {"name": "hero_howto100m/how2qa", "videos": "hero_howto100m/videos",
-                                "data_dir": "~/tensorflow_datasets", "ratio": 1.0}}
+  c.data.datasets = {"how2qa": common.dataset("hero_howto100m/how2qa",
+                                              videos="hero_howto100m/videos")}
   c.layout.answers = 4
   c.train.update({"num_steps": 2000, "warmup_steps": 200})
   return c

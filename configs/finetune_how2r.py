@@ -21,13 +21,13 @@ hard negatives never switch on. Reproduced by default (10000); set
 meant.
 """
 
-from configs import finetune_tvr
+from configs import common, finetune_tvr
 
 
 def get_config():
   c = finetune_tvr.get_config()
-  c.data.datasets = {"how2r": {"name": "hero_howto100m/how2r", "videos": "hero_howto100m/videos",
-                               "data_dir": "~/tensorflow_datasets", "ratio": 1.0}}
+  c.data.datasets = {"how2r": common.dataset("hero_howto100m/how2r",
+                                             videos="hero_howto100m/videos")}
   c.data.val_split = "val_1k"
   c.objectives.vcmr.update({"drop_svmr_prob": 0.9, "hard_negative_start_step": 10000})
   c.train.update({"num_steps": 3000, "warmup_steps": 300})

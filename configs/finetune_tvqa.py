@@ -23,16 +23,14 @@ from configs import common
 def get_config():
   c = common.base_config()
   c.seed = 77
-  c.model.preset = "base"
-  c.model.overrides = {"heads": "videoqa"}
-  c.compute_dtype = "bfloat16"
-  c.data.datasets = {"tvqa": {"name": "hero_tv/tvqa", "videos": "hero_tv/videos",
-                              "data_dir": "~/tensorflow_datasets", "ratio": 1.0}}
+  c.model.update({"heads": "videoqa", "dtype": "bfloat16"})
+  c.data.datasets = {"tvqa": common.dataset("hero_tv/tvqa", videos="hero_tv/videos")}
   c.data.max_clip_len = 100
   # Rows hold [SEP] + subtitle + [SEP] q [SEP] a: up to 61 + 122 text slots.
   c.layout.update({"max_row_tokens": 183, "answers": 5, "max_qa_tokens": 122, "queries": 1})
   c.host.max_txt_len = 120
-  c.objectives = {"videoqa": {"ratio": 1.0, "lw_st_ed": 0.4}}
+  common.use_objectives(c, videoqa=1.0)
+  c.objectives.videoqa.lw_st_ed = 0.4
   c.train.update({"num_steps": 10000, "batch_videos": 32, "accum_steps": 2,
                   "learning_rate": 5e-5, "warmup_steps": 1000, "lr_mul": 10.0})
   c.eval.splits = ["val"]

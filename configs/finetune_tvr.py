@@ -28,18 +28,17 @@ from configs import common
 def get_config():
   c = common.base_config()
   c.seed = 77
-  c.model.preset = "base"
-  c.compute_dtype = "bfloat16"
-  c.data.datasets = {"tvr": {"name": "hero_tv/tvr", "videos": "hero_tv/videos",
-                             "data_dir": "~/tensorflow_datasets", "ratio": 1.0}}
+  c.model.dtype = "bfloat16"
+  c.data.datasets = {"tvr": common.dataset("hero_tv/tvr", videos="hero_tv/videos")}
   c.data.max_clip_len = 100
   c.layout.update({"queries": 1, "max_query_tokens": 61})
   c.host.max_txt_len = 60
-  c.objectives = {"vcmr": {
-      "ratio": 1.0, "lw_st_ed": 0.01, "lw_neg_ctx": 8.0, "lw_neg_q": 8.0, "margin": 0.1,
+  common.use_objectives(c, vcmr=1.0)
+  c.objectives.vcmr.update({
+      "lw_st_ed": 0.01, "lw_neg_ctx": 8.0, "lw_neg_q": 8.0, "margin": 0.1,
       "ranking_loss": "hinge", "drop_svmr_prob": 0.8, "hard_negative_start_step": 2000,
       "hard_pool_size": 20, "hard_neg_weight": 10.0, "group_videos": 256,
-      "ranking_loss_scale": 1.0 / 8}}
+      "ranking_loss_scale": 1.0 / 8})
   c.train.update({"num_steps": 5000, "batch_videos": 256, "accum_steps": 2,
                   "learning_rate": 1e-4, "warmup_steps": 500})
   c.eval.submission = "tvr"

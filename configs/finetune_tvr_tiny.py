@@ -11,17 +11,18 @@ synthetic val split (64 videos, 128 queries), writing the prediction files
 under ``<workdir>/results/``.
 """
 
-from configs import pretrain_tiny
+from configs import common, pretrain_tiny
 
 
 def get_config():
   c = pretrain_tiny.get_config()   # the same tiny model, so its checkpoints fit
-  c.data.datasets = {"tvr": {"name": "hero_synthetic/tvr", "videos": "hero_synthetic/videos",
-                             "data_dir": "/tmp/hero_tfds", "ratio": 1.0}}
+  c.data.datasets = {"tvr": common.dataset("hero_synthetic/tvr", "/tmp/hero_tfds",
+                                           videos="hero_synthetic/videos")}
   c.layout.update({"queries": 1, "max_query_tokens": 9})
-  c.objectives = {"vcmr": {"ratio": 1.0, "lw_st_ed": 0.01, "lw_neg_ctx": 8.0, "lw_neg_q": 8.0,
-                           "drop_svmr_prob": 0.8, "hard_negative_start_step": 300,
-                           "hard_pool_size": 4, "hard_neg_weight": 10.0}}
+  common.use_objectives(c, vcmr=1.0)
+  c.objectives.vcmr.update({"lw_st_ed": 0.01, "lw_neg_ctx": 8.0, "lw_neg_q": 8.0,
+                            "drop_svmr_prob": 0.8, "hard_negative_start_step": 300,
+                            "hard_pool_size": 4, "hard_neg_weight": 10.0})
   c.train.update({"num_steps": 600, "batch_videos": 32, "learning_rate": 1e-3,
                   "warmup_steps": 50})
   c.eval.splits = ["val"]

@@ -11,17 +11,18 @@ answer accuracy on the synthetic val split (128 questions; chance 1/5),
 writing ``{qid: answer_idx}`` predictions under ``<workdir>/results/``.
 """
 
-from configs import pretrain_tiny
+from configs import common, pretrain_tiny
 
 
 def get_config():
   c = pretrain_tiny.get_config()   # the same tiny model, so its checkpoints fit
-  c.model.overrides.heads = "videoqa"
-  c.data.datasets = {"qa": {"name": "hero_synthetic/qa", "videos": "hero_synthetic/videos",
-                            "data_dir": "/tmp/hero_tfds", "ratio": 1.0}}
+  c.model.heads = "videoqa"
+  c.data.datasets = {"qa": common.dataset("hero_synthetic/qa", "/tmp/hero_tfds",
+                                          videos="hero_synthetic/videos")}
   c.layout.update({"max_row_tokens": 16, "answers": 5, "max_qa_tokens": 8, "queries": 1})
   c.host.max_txt_len = 120
-  c.objectives = {"videoqa": {"ratio": 1.0, "lw_st_ed": 0.4}}
+  common.use_objectives(c, videoqa=1.0)
+  c.objectives.videoqa.lw_st_ed = 0.4
   # From scratch the tiny encoder needs a larger step than the recipe's 5e-5 x
   # lr_mul 10 (a pre-trained base encoder with fresh heads).
   c.train.update({"num_steps": 600, "batch_videos": 16, "learning_rate": 2e-3,

@@ -11,14 +11,12 @@ from configs import common
 
 
 def get_config():
-  c = common.base_config()
+  c = common.base_config(model="tiny")
   c.seed = 0
-  c.model.preset = "tiny"
-  c.model.overrides = {"frame_feat_dim": 48, "vocab_size": 128, "mlm_vocab_size": 125,
-                       "cross_layers": 2, "temporal_layers": 1,
-                       "hidden_dropout": 0.0, "attention_dropout": 0.0}
-  c.data.datasets = {"synthetic": {"name": "hero_synthetic/videos", "data_dir": "/tmp/hero_tfds",
-                                   "ratio": 1.0}}
+  c.model.update({"frame_feat_dim": 48, "vocab_size": 128, "mlm_vocab_size": 125,
+                  "cross_layers": 2, "temporal_layers": 1,
+                  "hidden_dropout": 0.0, "attention_dropout": 0.0})
+  c.data.datasets = {"synthetic": common.dataset("hero_synthetic/videos", "/tmp/hero_tfds")}
   c.data.max_clip_len = 32
   c.data.worker_count = 0
   c.layout.update({"max_frames": 32, "max_rows": 24, "max_row_frames": 4, "max_row_tokens": 9,

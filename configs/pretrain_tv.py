@@ -16,9 +16,7 @@ from configs import common
 def get_config():
   c = common.base_config()
   c.seed = 77
-  c.model.preset = "base"
-  c.model.overrides = {"mlm_vocab_size": 50265}
-  c.compute_dtype = "bfloat16"
+  c.model.update({"mlm_vocab_size": 50265, "dtype": "bfloat16"})
   c.init_format = "roberta"
   c.train.update({"num_steps": 100000, "batch_videos": 512, "accum_steps": 2,
                   "learning_rate": 3e-5, "warmup_steps": 10000})

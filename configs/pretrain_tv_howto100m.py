@@ -10,14 +10,13 @@ original's HowTo100M recipe (ratio, steps, frame length) was never
 released; the 1 : 1 mix here is a starting point, not a reproduction.
 """
 
-from configs import pretrain_tv
+from configs import common, pretrain_tv
 
 
 def get_config():
   c = pretrain_tv.get_config()
   c.data.datasets = {
-      "tv": {"name": "hero_tv/videos", "data_dir": "~/tensorflow_datasets", "ratio": 1.0},
-      "howto100m": {"name": "hero_howto100m/videos", "data_dir": "~/tensorflow_datasets",
-                    "ratio": 1.0},
+      "tv": common.dataset("hero_tv/videos", ratio=1.0),
+      "howto100m": common.dataset("hero_howto100m/videos", ratio=1.0),
   }
   return c

@@ -1,29 +1,71 @@
 """hero_jax entry point.
 
   python -m hero_jax.main --config configs/pretrain_tiny.py --workdir /tmp/hero
-  python -m hero_jax.main --config configs/pretrain_tv.py --workdir /mnt/shared/run \\
+  python -m hero_jax.main --config configs/pretrain_tv.py --workdir gs://bucket/runs/hero_tv \\
       --config.train.num_steps=200000 --distributed
 
-``--config.a.b=value`` overrides any config field; the config is locked, so
-a misspelt field is an error. ``--config.mode=eval`` evaluates the newest
+``--config.a.b=value`` overrides any config field (every field is declared
+in ``configs/common.py``); the config is locked, so a misspelt field is an
+error naming the closest fields. ``--config.mode=eval`` evaluates the newest
 checkpoint of the workdir (or the ``--config.init_from`` weights) on every
 objective, and downstream objectives on the whole ``eval.splits``, writing
-their prediction files.
+their prediction files. The workdir may be a local folder or a ``gs://``
+path (install the ``gcs`` extra).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
-import os
+import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
 config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the config copy go here.")
+flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the config copy go here "
+                    "(a local folder or gs://...).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
 FLAGS = flags.FLAGS
+
+
+def _config_path(argv) -> str | None:
+  for i, arg in enumerate(argv):
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+  return None
+
+
+def _override_error(argv) -> str | None:
+  """The first ``--config.<field>`` override naming no field, explained."""
+  from hero_jax.train import tasks
+  path = _config_path(argv)
+  if path is None:
+    return None
+  spec = importlib.util.spec_from_file_location("_hero_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  for arg in argv:
+    if arg.startswith("--config."):
+      error = tasks.unknown_field_error(config, arg[len("--config."):].split("=", 1)[0])
+      if error:
+        return error
+  return None
+
+
+def parse_flags(argv):
+  """absl's parsing, with a bad ``--config.*`` override reported as a flag error
+  (one line naming the field and the closest ones) instead of a traceback."""
+  try:
+    return FLAGS(argv)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    message = str(e) if isinstance(e, flags.Error) else (_override_error(argv) or str(e))
+    sys.stderr.write(f"FATAL Flags parsing error: {message}\n")
+    sys.exit(1)
 
 
 def main(argv):
@@ -31,24 +73,22 @@ def main(argv):
   import jax
   if FLAGS.distributed:
     jax.distributed.initialize()
-  from hero_jax.train import loop
+  from hero_jax import paths
+  from hero_jax.train import loop, tasks
   config, workdir = FLAGS.config, FLAGS.workdir
   if config is None or workdir is None:
     raise app.UsageError("--config and --workdir are required")
-  if "://" in workdir:
-    raise app.UsageError(f"--workdir {workdir}: remote paths are not supported yet (the metric "
-                         "writers write local files); use a folder every host sees, e.g. a "
-                         "gcsfuse or NFS mount")
+  tasks.check_config(config)
+  workdir = paths.workdir(workdir)
   # Our progress lines at INFO; the libraries' (orbax, tfds) chatter only from WARNING.
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("hero_jax").setLevel(logging.INFO)
-  logging.getLogger("hero_jax").info("process %d of %d; %d local / %d global devices: %s", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count(),
-               jax.devices()[0].device_kind)
-  os.makedirs(workdir, exist_ok=True)
+  logging.getLogger("hero_jax").info(
+      "process %d of %d; %d local / %d global devices: %s", jax.process_index(),
+      jax.process_count(), jax.local_device_count(), jax.device_count(),
+      jax.devices()[0].device_kind)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=1))
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
   if config.mode == "train":
     loop.train_and_evaluate(config, workdir)
   elif config.mode == "eval":
@@ -58,4 +98,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -75,7 +75,7 @@ def test_fixture_stats_are_consistent():
   aligns = [_align(v, data["frame_length"]) for v in data["videos"]]
   if "frames_given_to_subtitle_0_without_overlap" in stats:
     count = 0
-    for v, a in zip(data["videos"], aligns):
+    for a in aligns:
       if a.pseudo:
         continue
       for frame, sub in a.frame2unique_sub.items():

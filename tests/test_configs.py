@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from hero_jax.model.config import HeroConfig
+from configs import common
 from hero_jax.train import sharding, tasks
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,10 +49,8 @@ def test_the_tv_recipe_is_the_original():
 
 
 def test_unknown_preset_is_an_error():
-  c = load("pretrain_tiny.py")
-  c.model.preset = "huge"
   with pytest.raises(ValueError, match="unknown 'huge'"):
-    tasks.hero_config(c)
+    common.model_config("huge")
 
 
 @pytest.mark.parametrize("name", FINETUNE)
@@ -64,7 +63,7 @@ def test_finetune_config_resolves(name):
   objectives = {t.objective for t in tasks.tasks(c)}
   assert objectives in ({"vcmr"}, {"videoqa"})
   assert all(registry.get(o).heads == cfg.heads for o in objectives)
-  assert all("videos" in d for d in c.data.datasets.values())
+  assert all(d.videos for d in c.data.datasets.values())
   assert c.layout.queries == 1
   vcmr.VcmrEvalSettings(**c.eval.vcmr)
 
@@ -99,3 +98,77 @@ def test_how2r_hard_negatives_never_switch_on_as_value():
   assert s.hard_negative_start_step > c.train.num_steps == 3000
   assert (c.eval.vcmr.min_pred_l, c.eval.vcmr.max_pred_l, c.eval.vcmr.nms_thd) == (3, 20, -1.0)
   assert s.drop_svmr_prob == 0.9 and c.train.warmup_steps == 300
+
+
+ALL = sorted(p.name for p in (REPO / "configs").glob("*.py") if p.name != "common.py"
+             and p.name != "__init__.py")
+
+
+def parse(name, *overrides):
+  """The config as ``main`` loads it: the file, locked, then ``--config.*`` overrides."""
+  from absl import flags
+  from ml_collections import config_flags
+  fv = flags.FlagValues()
+  argv = ["main", f"--config={REPO / 'configs' / name}", *overrides]
+  # config_flags finds the overrides in sys_argv (sys.argv by default).
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True,
+                                  sys_argv=argv)
+  fv(argv)
+  return fv.config
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_field_is_declared_and_overridable(name):
+  import dataclasses
+  c = parse(name, "--config.objectives.vsm.margin=0.2", "--config.model.hidden_dropout=0.0",
+            "--config.model.mlm_vocab_size=100", "--config.objectives.mfm_nce.temperature=0.5",
+            "--config.mesh.shape.fsdp=2", "--config.eval.vcmr.nms_thd=0.3")
+  tasks.check_config(c)
+  assert c.objectives.vsm.margin == 0.2 and c.model.hidden_dropout == 0.0
+  cfg = tasks.hero_config(c)
+  assert (cfg.hidden_dropout, cfg.mlm_vocab_size) == (0.0, 100)
+  # Every HeroConfig field and every objective setting is there, nothing more.
+  assert set(c.model) == {f.name for f in dataclasses.fields(HeroConfig)}
+  from hero_jax.objectives import registry
+  for objective in registry.names():
+    key = tasks.config_key(objective)
+    fields = {f.name for f in dataclasses.fields(registry.get(objective).settings)}
+    assert set(c.objectives[key]) == {"ratio"} | fields, objective
+  assert not hasattr(c, "compute_dtype")   # one dtype: model.dtype
+
+
+def test_misspelt_override_names_the_closest_fields(tmp_path):
+  import subprocess
+  import sys
+  done = subprocess.run(
+      [sys.executable, "-m", "hero_jax.main", "--config", "configs/pretrain_tiny.py",
+       "--workdir", str(tmp_path), "--config.objectives.vsm.margni=0.2"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode != 0
+  assert "config.objectives.vsm.margni" in done.stderr and "objectives.vsm.margin" in done.stderr
+  assert "Traceback" not in done.stderr, done.stderr[-2000:]
+  from ml_collections import config_dict
+  c = parse("pretrain_tiny.py")
+  assert "model.hidden_dropout" in tasks.unknown_field_error(c, "model.hiden_dropout")
+  assert tasks.unknown_field_error(c, "model.hidden_dropout") is None
+  assert "is a value" in tasks.unknown_field_error(c, "seed.x")
+  assert isinstance(c, config_dict.ConfigDict)
+
+
+def test_a_recipe_cannot_add_or_drop_fields():
+  c = common.base_config()
+  with pytest.raises(AttributeError, match="learning_rate"):
+    c.train.learnig_rate = 1.0   # locked: a typo in a recipe fails where it is written
+  c = common.base_config()
+  c.objectives = {"vsm": {"ratio": 1.0, "margn": 0.2}}   # a section replaced by a partial dict
+  with pytest.raises(ValueError, match="objectives"):
+    tasks.check_config(c)
+  c = common.base_config()
+  c.model = {"hidden_size": 64}
+  with pytest.raises(ValueError, match="config.model: missing fields"):
+    tasks.check_config(c)
+  c = common.base_config()
+  c.data.datasets = {"tv": {"name": "hero_tv/videos", "data_dir": "/d", "ratio": 1.0,
+                            "video": "x"}}
+  with pytest.raises(ValueError, match=r"data.datasets.tv.video: unknown field; closest: videos"):
+    tasks.check_config(c)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -344,6 +343,7 @@ def test_roberta_config_pads_the_vocab():
   assert cfg == roberta_cfg()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".bin", ".safetensors"])
 def test_roberta_mapping(tmp_path, roberta_base_params, suffix):
   cfg = roberta_cfg()
@@ -518,6 +518,7 @@ def original_state_dict(vocab: int, seed: int = 0) -> dict:
   return mapping.params_to_state_dict(mapping.unflatten(params))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".pt", ".npz"])
 @pytest.mark.parametrize("vocab", [320, 500, 50265])
 def test_any_vocab_converts_and_round_trips(tmp_path, vocab, suffix):
@@ -585,6 +586,7 @@ def test_to_hero_pads_an_unpadded_vocab(tmp_path):
   assert report.ok
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".pt", ".npz"])
 def test_videoqa_checkpoint_converts_both_ways(tmp_path, suffix):
   """HeroForVideoQA (``weights_videoqa.npz`` heads on the encoder): the heads

@@ -17,6 +17,7 @@ from hero_jax.eval import vcmr as vcmr_lib
 from hero_jax.train import loop
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # trains a tiny model for minutes
 STEPS = 200
 VAL_VIDEOS = 64
 

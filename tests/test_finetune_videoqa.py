@@ -23,6 +23,7 @@ from hero_jax.train import init_from, loop
 from tests import fixture_batches as fb
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # trains a tiny model for minutes
 STEPS = 480
 VAL_VIDEOS = 32   # 2 questions each
 MAX_FRAMES = 16

@@ -21,6 +21,7 @@ from tests import reference
 OBJECTIVES = ("mlm", "mfm-nce", "mffr", "fom", "vsm")
 
 
+@pytest.mark.slow
 def test_base_parameter_count_equals_original():
   params = abstract_params(HeroConfig())
   assert count_params(params) == 121_037_262   # HeroForPretraining, spec section 6
@@ -34,6 +35,7 @@ def bigger(sizes: layout.LayoutSizes) -> layout.LayoutSizes:
       max_query_tokens=sizes.max_query_tokens + 4, max_predictions=sizes.max_predictions + 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OBJECTIVES)
 def test_extra_padding_leaves_losses_and_outputs_unchanged(name):
   small_sizes = fb.fixture_sizes()
@@ -68,6 +70,7 @@ def _videos_by_length():
   return int(order[0]), int(order[-1])
 
 
+@pytest.mark.slow
 def test_original_padding_behaviour_and_corrected_flags():
   """Video A's own results must not depend on how long the other video is
   (corrected flags); the original's defaults do depend on it."""
@@ -102,6 +105,7 @@ def test_original_padding_behaviour_and_corrected_flags():
   assert not np.allclose(nce_of_first(mixed, original), nce_of_first(alone, original), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_bfloat16_forward_is_close_to_float32():
   batch = fb.build_batch("repr")
   cfg = reference.model_config()
@@ -114,6 +118,7 @@ def test_bfloat16_forward_is_close_to_float32():
   assert np.corrcoef(bf16[real].ravel(), f32[real].ravel())[0, 1] > 0.99
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", OBJECTIVES)
 def test_each_objective_has_finite_gradients_and_learns(name):
   """Gradients are finite and reach the cross-modal encoder; a few Adam

@@ -206,6 +206,7 @@ def check_vsm_losses(z, batch, params, hard):
   return total, metrics, n
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hard", ["off", "on"])
 def test_vsm_losses(hard):
   z = fb.load_npz("vsm")
@@ -274,11 +275,13 @@ def test_vcmr_outputs():
   close(vsm.query_video_scores(q, seq, batch["frame_mask"]), z["out.q2video_scores"], "scores")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("hard", ["off", "on"])
 def test_vcmr_losses(hard):
   check_vsm_losses(fb.load_npz("tvr_train"), fb.tvr_train_batch(), reference.vcmr_params(), hard)
 
 
+@pytest.mark.slow
 def test_vcmr_ranking_groups_and_scale():
   """Negatives from groups of videos = the loss of each group on its own;
   the ranking scale multiplies only the ranking terms."""
@@ -311,6 +314,7 @@ def test_videoqa_batch_targets():
   np.testing.assert_array_equal(ids, z["batch.qa_input_ids"])
 
 
+@pytest.mark.slow
 def test_videoqa_outputs_and_losses():
   from hero_jax.objectives import videoqa
   z = fb.load_npz("videoqa")

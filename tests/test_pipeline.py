@@ -1,6 +1,11 @@
 """grain pipelines over the synthetic set: seeds, exact resume, shards, skips, global arrays."""
 
 import dataclasses
+import multiprocessing
+import os
+import signal
+import threading
+import time
 
 import jax
 import numpy as np
@@ -87,6 +92,43 @@ def test_worker_processes_give_the_same_batches(videos):
   assert_same(take(resumed, 1), ref[2:])
 
 
+def new_children(before: set, n: int, timeout: float = 60) -> set:
+  deadline = time.time() + timeout
+  while len(set(multiprocessing.active_children()) - before) < n:
+    assert time.time() < deadline, f"fewer than {n} worker processes after {timeout} s"
+    time.sleep(0.001)
+  return set(multiprocessing.active_children()) - before
+
+
+def test_workers_outlive_sigterm_until_closed_then_resume_exactly(videos):
+  """A preemption signals the whole process group: workers starting or running
+  live on, give the same batches and stop when closed; the state resumes exactly."""
+  ref = take(make(videos, "fom", seed=2), 4)
+  before = set(multiprocessing.active_children())
+  it = make(videos, "fom", seed=2, worker_count=2)
+  got = []
+  fetch = threading.Thread(target=lambda: got.extend(take(it, 2)))
+  fetch.start()  # grain starts the workers inside this call
+  workers = new_children(before, 2)
+  for w in workers:  # still starting: before worker_init ignores the signal
+    os.kill(w.pid, signal.SIGTERM)
+  fetch.join(timeout=120)
+  assert all(w.is_alive() for w in workers), [w.exitcode for w in workers]
+  for w in workers:  # running
+    os.kill(w.pid, signal.SIGTERM)
+    os.kill(w.pid, signal.SIGINT)
+  got += take(it, 1)
+  state = it.get_state()
+  it.close()
+  assert all(not w.is_alive() and w.exitcode == 0 for w in workers), [w.exitcode for w in workers]
+  assert it.get_state() == state
+  assert_same(got, ref[:3])
+  resumed = make(videos, "fom", seed=2, worker_count=2)
+  resumed.set_state(state)
+  assert_same(take(resumed, 1), ref[3:])
+  resumed.close()
+
+
 def test_process_shards_are_disjoint_and_cover_the_split(videos):
   seen = []
   for p in range(2):
@@ -159,3 +201,17 @@ def test_synthetic_generation_is_deterministic(tmp_path):
   c = build.build("hero_synthetic/videos", str(tmp_path / "c"),
                   spec=dataclasses.replace(spec, seed=1))
   assert not np.array_equal(pipeline.VideoSource(c.data_dir, "val")[0]["frames"], da[0]["frames"])
+
+
+def test_data_that_does_not_fit_the_model_is_named(tmp_path):
+  from hero_jax.data import build, datasets, synthetic
+  from hero_jax.model.config import tiny_config
+  build.build("hero_synthetic/videos", str(tmp_path),
+              spec=synthetic.SyntheticSpec(train_videos=4, val_videos=2, feature_dim=8))
+  videos = pipeline.VideoSource(pipeline.dataset_dir(str(tmp_path), "hero_synthetic/videos"),
+                                "train")
+  datasets.check_fits_model(videos, tiny_config(frame_feat_dim=8))
+  with pytest.raises(ValueError, match=r"frame features have dim 8, .*frame_feat_dim is 48"):
+    datasets.check_fits_model(videos, tiny_config(frame_feat_dim=48))
+  with pytest.raises(ValueError, match=r"token ids reach \d+, .*config.model.vocab_size is 16"):
+    datasets.check_fits_model(videos, tiny_config(frame_feat_dim=8, vocab_size=16))

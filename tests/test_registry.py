@@ -56,6 +56,7 @@ def toy():
   objectives.registry.unregister("frame-mean")
 
 
+@pytest.mark.slow
 def test_toy_objective_through_the_public_api(toy):
   assert "frame-mean" in objectives.names()
   objective = objectives.get("frame-mean")
@@ -83,3 +84,17 @@ def test_registry_errors(toy):
 
 def test_builtin_objectives_are_registered():
   assert {"mlm", "mfm-nce", "mffr", "fom", "vsm"} <= set(objectives.names())
+
+
+def test_a_registered_objective_gets_a_config_entry(toy):
+  """Registered before the config is built (its module imported by the config file),
+  the objective is declared with every setting: ratio 0 until a recipe sets it."""
+  del toy
+  from configs import common
+  from hero_jax.train import tasks
+  c = common.base_config()
+  assert dict(c.objectives.frame_mean) == {"ratio": 0.0, "weight": 1.0}
+  c.objectives.frame_mean.update({"ratio": 1.0, "weight": 2.0})
+  tasks.check_config(c)
+  ratio, settings = tasks.objective_settings(c)["frame-mean"]
+  assert (ratio, settings.weight) == (1.0, 2.0)

@@ -177,7 +177,7 @@ class _SlowRoberta:
     self.ranks = {m: i for i, m in enumerate(merges)}
     self.byte_encoder = _bytes_to_unicode()
 
-  @lru_cache(maxsize=None)
+  @lru_cache(maxsize=None)  # noqa: B019  (one tokenizer per test session)
   def bpe(self, token):
     word = tuple(token)
     while len(word) > 1:

@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import orbax.checkpoint as ocp
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # trains a tiny model for minutes
 STEPS = 40
 
 
@@ -25,7 +27,7 @@ def command(workdir, data_dir):
           "--workdir", str(workdir),
           f"--config.train.num_steps={STEPS}", "--config.checkpoint_every=4",
           "--config.log_every=1", "--config.eval_every=0", "--config.train.batch_videos=8",
-          "--config.model.overrides.cross_layers=1",
+          "--config.model.cross_layers=1",
           f"--config.data.datasets.synthetic.data_dir={data_dir}",
           "--config.data.synthetic.train_videos=24", "--config.data.synthetic.val_videos=8",
           "--config.data.synthetic.feature_dim=48"]

@@ -166,12 +166,14 @@ def check_meshes(objective, batch, states, meshes, overrides=None):
                  params, ref_params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_meshes_give_the_same_losses_and_updates(batches, states, objective):
   assert len(jax.devices()) == 8
   check_meshes(objective, batches[objective], states, MESHES)
 
 
+@pytest.mark.slow
 def test_vcmr_negative_groups_do_not_depend_on_the_mesh(tmp_path, states):
   """TVR fine-tuning: one query per example, negatives from groups of 4
   examples, ranking scaled, hard negatives on: the same on 1 and 8 devices."""
@@ -199,6 +201,7 @@ def test_fsdp_and_tensor_rules_shard_the_parameters():
   assert tuple(layer["output"]["dense"]["kernel"].spec) == ("model", "fsdp")
 
 
+@pytest.mark.slow
 def test_non_finite_gradients_skip_the_update(batches):
   batch = dict(batches["mffr"])
   batch["frames"] = batch["frames"].copy()
@@ -224,6 +227,7 @@ def test_mesh_shape_errors():
                                                                        "model": 2}
 
 
+@pytest.mark.slow
 def test_accumulated_micro_batches_sum_their_gradients(batches):
   """accum_steps=2 == the optimizer applied to grad(micro 1) + grad(micro 2)."""
   mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
@@ -244,7 +248,7 @@ def test_accumulated_micro_batches_sum_their_gradients(batches):
   grads, totals = None, 0.0
   for b, r in zip((micro, second), rngs):
     (_, metrics), g = jax.value_and_grad(
-        lambda p: fom.loss(Hero(CFG), p, b, None, step=0, rng=r, deterministic=False),
+        lambda p, b=b, r=r: fom.loss(Hero(CFG), p, b, None, step=0, rng=r, deterministic=False),
         has_aux=True)(params)
     grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
     totals += float(metrics["loss"][0])
@@ -257,6 +261,7 @@ def test_accumulated_micro_batches_sum_their_gradients(batches):
                jax.device_get(new_state.params), expected)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_state(batches):
   cfg = CFG.replace(dtype="bfloat16")
   mesh = sharding.make_mesh({"data": 8})
@@ -272,6 +277,7 @@ def test_bfloat16_compute_keeps_float32_state(batches):
   assert dtypes == {jnp.dtype("float32")}
 
 
+@pytest.mark.slow
 def test_checkpoint_restores_onto_another_mesh(tmp_path):
   from hero_jax.train import checkpointing
   tx, _ = optimizer.hero_adamw(1e-3, 2, 10)
@@ -289,6 +295,7 @@ def test_checkpoint_restores_onto_another_mesh(tmp_path):
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(state))
 
 
+@pytest.mark.slow
 def test_training_starts_from_a_converted_hero_checkpoint(tmp_path):
   import ml_collections
   from hero_jax.convert.checkpoint import save_hero_checkpoint

@@ -74,6 +74,7 @@ def test_bank_in_sorted_order_zero_past_each_batch():
   np.testing.assert_array_equal(b.frames[:, f:], 0.0)
 
 
+@pytest.mark.slow
 def test_query_inputs_and_all_pair_outputs():
   z = fb.load_npz("tvr_eval")
   ids = fb.special_ids()
@@ -205,6 +206,7 @@ def test_moment_after_the_video_end_is_clamped_and_counted():
     vcmr.make_vcmr_example(long, np.random.default_rng(0), fb.host_context(sizes))
 
 
+@pytest.mark.slow
 def test_checkpoint_that_does_not_fit_the_model_is_named(tmp_path):
   from hero_jax.convert import files, mapping
   from hero_jax.train import init_from

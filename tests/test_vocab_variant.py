@@ -11,6 +11,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import numpy as np
 
 from tests import fixture_batches as fb
@@ -22,6 +24,7 @@ TESTS = ["tests/test_parity.py::test_mlm", "tests/test_convert.py::test_pt_loads
          "tests/test_convert.py::test_infer_config_from_shapes_matches_fixture"]
 
 
+@pytest.mark.slow
 def test_folder_with_vocab_500_passes(tmp_path):
   vocab = 500 if fb.fixture_config()["vocab_size"] < 500 else fb.fixture_config()["vocab_size"] + 5
   folder = vocab_variant.derive(fb.fixture_dir(), tmp_path / "fixtures", vocab)

@@ -25,7 +25,7 @@ _EXPORTS = {
     "save_state_dict": "files",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = tuple(sorted(_EXPORTS))
 
 
 def __getattr__(name):

@@ -13,13 +13,14 @@ shardings; the restore places every leaf directly.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Mapping
 
 import jax
+from etils import epath
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from hero_jax import paths
 from hero_jax.model.config import HeroConfig
 from hero_jax.model.params import abstract_params
 
@@ -30,7 +31,7 @@ def _checkpointer() -> ocp.Checkpointer:
   return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
 
 
-def _check_dir(path: Path) -> None:
+def _check_dir(path: epath.Path) -> None:
   if not path.is_dir():
     raise FileNotFoundError(f"hero_jax checkpoint directory not found: {path}")
   for item in (PARAMS, CONFIG):
@@ -41,9 +42,9 @@ def _check_dir(path: Path) -> None:
 
 
 def save_hero_checkpoint(path, params: Mapping, cfg: HeroConfig, *,
-                         meta: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
+                         meta: Mapping[str, Any] | None = None, overwrite: bool = False) -> epath.Path:
   """Writes ``params`` and ``cfg`` (and optional JSON ``meta``) to directory ``path``."""
-  path = Path(path).resolve()
+  path = paths.absolute(path)
   if path.exists() and not overwrite:
     raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
   # jax arrays (not numpy) so that a restore returns jax arrays too.
@@ -57,7 +58,7 @@ def save_hero_checkpoint(path, params: Mapping, cfg: HeroConfig, *,
 
 
 def load_hero_config(path) -> HeroConfig:
-  path = Path(path).resolve()
+  path = paths.absolute(path)
   _check_dir(path)
   with _checkpointer() as ckptr:
     restored = ckptr.restore(path, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()}))
@@ -65,7 +66,7 @@ def load_hero_config(path) -> HeroConfig:
 
 
 def load_hero_meta(path) -> dict | None:
-  path = Path(path).resolve()
+  path = paths.absolute(path)
   if not (path / META).exists():
     return None
   with _checkpointer() as ckptr:
@@ -78,7 +79,7 @@ def load_hero_checkpoint(path, *, target=None) -> tuple[dict, HeroConfig]:
   ``target``: optional abstract params tree (``jax.ShapeDtypeStruct`` leaves,
   with ``sharding`` to restore sharded); default ``abstract_params(cfg)``.
   """
-  path = Path(path).resolve()
+  path = paths.absolute(path)
   cfg = load_hero_config(path)
   if target is None:
     target = abstract_params(cfg)

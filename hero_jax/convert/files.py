@@ -1,15 +1,21 @@
 """Reading and writing flat state dicts: ``.pt``/``.bin`` (torch), ``.npz``, ``.safetensors``.
 
 torch is imported only inside the functions that need it, so converting
-``.npz`` files works without it.
+``.npz`` files works without it. Files are read and written through
+``etils.epath`` (whole files, no seeks), so they may be in a ``gs://`` bucket.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 from typing import Any, Mapping
 
 import numpy as np
+from etils import epath
+
+from hero_jax import paths
+
+Path = epath.Path
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 NPZ_SUFFIXES = (".npz",)
@@ -42,7 +48,7 @@ def _tensor_to_numpy(value):
 
 def _load_torch(path: Path) -> dict:
   import torch  # noqa: PLC0415
-  obj = torch.load(path, map_location="cpu", weights_only=True)
+  obj = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
   if not isinstance(obj, Mapping):
     raise ValueError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
   if _NESTED_MODEL_KEY in obj and isinstance(obj[_NESTED_MODEL_KEY], Mapping):
@@ -53,11 +59,11 @@ def _load_torch(path: Path) -> dict:
 def _load_safetensors(path: Path) -> dict:
   from safetensors import numpy as st_numpy  # noqa: PLC0415
   try:
-    return dict(st_numpy.load_file(str(path)))
+    return dict(st_numpy.load(path.read_bytes()))
   except (TypeError, ValueError):
     # bfloat16 has no numpy dtype: go through torch for those files.
     from safetensors import torch as st_torch  # noqa: PLC0415
-    return {k: _tensor_to_numpy(v) for k, v in st_torch.load_file(str(path)).items()}
+    return {k: _tensor_to_numpy(v) for k, v in st_torch.load(path.read_bytes()).items()}
 
 
 def load_state_dict(path) -> dict[str, Any]:
@@ -68,12 +74,12 @@ def load_state_dict(path) -> dict[str, Any]:
   ``.safetensors``. Non-tensor entries (e.g. ``vocab_padded``) are kept as
   they are; the converters drop the known ones.
   """
-  path = Path(path)
+  path = paths.resolve(path)
   suffix = _suffix(path, KNOWN_SUFFIXES)
   if not path.is_file():
     raise FileNotFoundError(f"checkpoint file not found: {path}")
   if suffix in NPZ_SUFFIXES:
-    with np.load(path, allow_pickle=False) as z:
+    with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as z:
       return {k: z[k] for k in z.files}
   if suffix in SAFETENSORS_SUFFIXES:
     return _load_safetensors(path)
@@ -92,11 +98,13 @@ def save_state_dict(state_dict: Mapping[str, np.ndarray], path) -> Path:
   of CPU tensors plus ``vocab_padded: True``. The tied LM decoder shares the
   word-embedding tensor, as in a saved ``state_dict``.
   """
-  path = Path(path)
+  path = paths.resolve(path)
   suffix = check_output_path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
+  buffer = io.BytesIO()
   if suffix in NPZ_SUFFIXES:
-    np.savez(path, **{k: np.asarray(v) for k, v in state_dict.items()})
+    np.savez(buffer, **{k: np.asarray(v) for k, v in state_dict.items()})
+    path.write_bytes(buffer.getvalue())
     return path
   import torch  # noqa: PLC0415
   # np.array copies: arrays from jax are read-only, which torch warns about.
@@ -107,5 +115,6 @@ def save_state_dict(state_dict: Mapping[str, np.ndarray], path) -> Path:
       if emb in tensors and torch.equal(tensors[emb], tensors[key]):
         tensors[key] = tensors[emb]
   tensors["vocab_padded"] = True
-  torch.save(tensors, path)
+  torch.save(tensors, buffer)
+  path.write_bytes(buffer.getvalue())
   return path

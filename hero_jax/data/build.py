@@ -18,6 +18,7 @@ import os
 from typing import Optional
 
 from absl import app, flags
+from etils import epath
 
 BUILDERS = ("hero_tv", "hero_howto100m", "hero_synthetic")
 REPORT_FILE = "build_report.json"
@@ -65,9 +66,9 @@ def build(dataset: str, data_dir: str, *, manual_dir: Optional[str] = None,
   builder.download_and_prepare(download_config=download_config)
   if getattr(builder, "beam", False):
     finish_beam_build(builder)
-  if builder.reports:
-    with open(os.path.join(builder.data_dir, REPORT_FILE), "w") as f:
-      json.dump({split: r.summary() for split, r in builder.reports.items()}, f, indent=1)
+  if builder.reports:   # through epath: data_dir may be a bucket
+    (epath.Path(builder.data_dir) / REPORT_FILE).write_text(json.dumps(
+        {split: r.summary() for split, r in builder.reports.items()}, indent=1))
   return builder
 
 
@@ -76,7 +77,6 @@ def finish_beam_build(builder) -> None:
 
   Refuses (and removes) a build with no usable video, like the in-process builds.
   """
-  import shutil
   from hero_jax.data import records
   from hero_jax.data.report import BrokenDataError
   counts = dict(getattr(builder, "beam_counts", {}))
@@ -97,7 +97,8 @@ def finish_beam_build(builder) -> None:
     for split in builder.info.splits:
       builder.reports[split].check_videos()
   except BrokenDataError:
-    shutil.rmtree(builder.data_dir, ignore_errors=True)
+    if epath.Path(builder.data_dir).exists():
+      epath.Path(builder.data_dir).rmtree()
     raise
   builder.info.metadata["video_ids"] = ids
   builder.info.write_to_directory(builder.data_dir)
@@ -107,11 +108,10 @@ def finish_beam_build(builder) -> None:
 
 def read_report(dataset_dir: str) -> Optional[dict]:
   """The build report stored next to a built dataset (None if absent)."""
-  path = os.path.join(dataset_dir, REPORT_FILE)
-  if not os.path.exists(path):
+  path = epath.Path(dataset_dir) / REPORT_FILE
+  if not path.exists():
     return None
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(path.read_text())
 
 
 FLAGS = flags.FLAGS

@@ -4,7 +4,9 @@
     -> this process's shard (index ``process_index::process_count``)
     -> shuffle (a new permutation every epoch, from the seed) -> repeat
     -> decode + the objective's host transform, seeded by (seed, objective,
-       record index, epoch), in grain worker processes
+       record index, epoch), in grain worker processes (which ignore SIGTERM
+       and SIGINT: the main process saves, then ``BatchIterator.close()``
+       stops them)
     -> ``BatchIterator``: counts skipped videos by reason, stacks
        ``batch_videos`` examples (every batch has the layout's static shapes),
        reports the padding share, saves / restores its position exactly.
@@ -15,8 +17,12 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
+import signal
+import threading
+import time
 import zlib
 from typing import Optional
 
@@ -32,20 +38,21 @@ STATE_VERSION = 1
 
 def dataset_dir(data_dir: str, dataset: str, version: Optional[str] = None) -> str:
   """``<data_dir>/<name>/<config>/<version>`` (the newest version by default)."""
-  root = os.path.join(os.path.expanduser(data_dir), dataset)
+  from hero_jax import paths
+  root = paths.resolve(data_dir) / dataset
   if version is None:
-    versions = sorted((v for v in os.listdir(root) if v[:1].isdigit()),
+    versions = sorted((p.name for p in root.iterdir() if p.name[:1].isdigit()),
                       key=lambda v: tuple(int(x) for x in v.split(".")),
-                      ) if os.path.isdir(root) else []
+                      ) if root.is_dir() else []
     if not versions:
       raise FileNotFoundError(
           f"no built dataset {dataset!r} in {data_dir} (looked for {root}/<version>); build it "
           f"with: python -m hero_jax.data.build --dataset {dataset} --data_dir {data_dir}")
     version = versions[-1]
-  path = os.path.join(root, version)
-  if not os.path.exists(os.path.join(path, "dataset_info.json")):
+  path = root / version
+  if not (path / "dataset_info.json").exists():
     raise FileNotFoundError(f"{path} is not a built dataset (no dataset_info.json)")
-  return path
+  return str(path)
 
 
 class BuiltDataset:
@@ -290,6 +297,50 @@ def _tag(index: int, raw) -> tuple:
   return index, raw
 
 
+def worker_init(worker_index: int, worker_count: int) -> None:
+  """Runs first in every grain worker process.
+
+  A preemption (``kill -TERM -<pgid>``) or a Ctrl-C signals the whole process
+  group. A worker that died of it would fail the main process's next batch
+  before the main process could save, so workers ignore both signals: on
+  SIGTERM the main process finishes its step, saves and closes them; on
+  Ctrl-C it stops at once (no save) and closes them. A SIGTERM that came while
+  the worker was starting waits, blocked (``_sigterm_blocked``), and is dropped
+  here. A main process that dies without closing them (SIGKILL, out of
+  memory) is noticed by the watchdog: the workers exit.
+  """
+  del worker_index, worker_count
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)  # discards one pending since start-up
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # see _sigterm_blocked
+  threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True,
+                   name="hero-orphan-watchdog").start()
+
+
+def _exit_when_orphaned(parent: int, every_s: float = 1.0) -> None:
+  # Reparenting changes the parent pid: nobody is left to read our batches.
+  while os.getppid() == parent:
+    time.sleep(every_s)
+  os._exit(0)
+
+
+@contextlib.contextmanager
+def _sigterm_blocked():
+  """SIGTERM blocked in the calling thread meanwhile.
+
+  grain starts its threads and worker processes lazily, inside our calls to it;
+  they inherit the block, so a SIGTERM that comes while a worker is still
+  starting stays pending until ``worker_init`` ignores it instead of killing
+  the worker (the race CPython's resource tracker closes the same way,
+  bpo-33613). The signal still reaches the main process's other threads.
+  """
+  previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+  try:
+    yield
+  finally:
+    signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class BatchIterator:
   """Static-shape batches of one objective; ``get_state``/``set_state`` resume exactly.
 
@@ -299,7 +350,8 @@ class BatchIterator:
   """
 
   def __init__(self, dataset, objective: str, batch_videos: int):
-    self._it = iter(dataset)
+    with _sigterm_blocked():
+      self._it = iter(dataset)
     self.objective = objective
     self.batch_videos = batch_videos
     self.skipped = collections.Counter()
@@ -311,6 +363,13 @@ class BatchIterator:
   def __iter__(self):
     return self
 
+  def close(self) -> None:
+    """Stops the grain worker processes (joined, killed after grain's timeout);
+    the iterator can give no more batches. ``get_state`` before closing resumes
+    exactly in a new pipeline."""
+    self._it.close()
+
+  @_sigterm_blocked()
   def __next__(self) -> dict:
     examples = []
     while len(examples) < self.batch_videos:
@@ -328,10 +387,12 @@ class BatchIterator:
     self.padding = layout.padding_share(batch)
     return batch
 
+  @_sigterm_blocked()
   def get_state(self) -> dict:
     return {"version": STATE_VERSION, "grain": self._it.get_state(),
             "skipped": dict(self.skipped), "stats": dict(self.stats), "batches": self.batches}
 
+  @_sigterm_blocked()
   def set_state(self, state: dict) -> None:
     if state.get("version") != STATE_VERSION:
       raise ValueError(f"iterator state version {state.get('version')!r}, expected {STATE_VERSION}")
@@ -370,8 +431,14 @@ def make_pipeline(videos, objective: str, ctx: host.HostContext,
                                     videos.max_clip_len, spec.records))
   it_ds = ds.to_iter_dataset()
   if options.worker_count > 0:
+    # Launching the resource tracker unblocks SIGTERM in the launching thread
+    # (multiprocessing.resource_tracker.ensure_running): launch it here, not in
+    # a grain thread inside _sigterm_blocked.
+    from multiprocessing import resource_tracker
+    resource_tracker.ensure_running()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=options.worker_count, per_worker_buffer_size=options.worker_buffer_size))
+        num_workers=options.worker_count, per_worker_buffer_size=options.worker_buffer_size),
+        worker_init_fn=worker_init)
   return BatchIterator(it_ds, objective, options.batch_videos)
 
 

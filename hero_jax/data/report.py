@@ -14,6 +14,7 @@ import json
 from typing import Optional
 
 import numpy as np
+from etils import epath
 
 
 class BrokenDataError(ValueError):
@@ -127,13 +128,11 @@ class BuildReport:
       raise BrokenDataError(f"{self.name}: no query could be stored\n{self.format()}")
 
   def write(self, path) -> None:
-    with open(path, "w") as f:
-      json.dump(self.summary(), f, indent=1)
+    epath.Path(path).write_text(json.dumps(self.summary(), indent=1))
 
 
 def read(path) -> Optional[dict]:
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(epath.Path(path).read_text())
   except FileNotFoundError:
     return None

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from typing import Optional, Sequence
+
+from etils import epath
 
 from hero_jax.eval import vcmr as vcmr_lib
 
@@ -63,12 +64,18 @@ def vcmr_settings(ctx: EvalContext) -> vcmr_lib.VcmrEvalSettings:
                              query_batch=_round_up(s.query_batch, m))
 
 
-def write_json(path: str, obj) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f)
-  os.replace(tmp, path)
+def write_json(path, obj) -> None:
+  """Written whole, then renamed: a reader never sees half a file (a local folder
+  or a bucket, through epath)."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / (path.name + ".tmp")
+  tmp.write_text(json.dumps(obj))
+  tmp.replace(path)
+
+
+def results_dir(ctx: EvalContext, *parts) -> epath.Path:
+  return epath.Path(ctx.workdir).joinpath("results", *parts)
 
 
 def evaluate_vcmr(ctx: EvalContext, join, dataset: str, split: str, step: int) -> dict:
@@ -98,12 +105,11 @@ def evaluate_vcmr(ctx: EvalContext, join, dataset: str, split: str, step: int) -
   result = vcmr_lib.evaluate(ctx.model, ctx.params, bank, queries, ids.pad, ids.cls, settings,
                              split, mesh=ctx.mesh)
   if ctx.write_files:
-    out = os.path.join(ctx.workdir, "results", dataset, split, f"step_{step}")
-    write_json(os.path.join(out, "predictions.json"), result.submission)
+    out = results_dir(ctx, dataset, split, f"step_{step}")
+    write_json(out / "predictions.json", result.submission)
     if settings.nms_thd >= 0:
-      write_json(os.path.join(out, "predictions_no_nms.json"), result.submission_no_nms)
-    write_json(os.path.join(out, "metrics.json"), {"step": step, "metrics": result.metrics,
-                                                   "log": result.log})
+      write_json(out / "predictions_no_nms.json", result.submission_no_nms)
+    write_json(out / "metrics.json", {"step": step, "metrics": result.metrics, "log": result.log})
     log.info("wrote %s", out)
   return result.log, result.submission
 
@@ -116,18 +122,18 @@ def write_vcmr_upload(ctx: EvalContext, dataset: str, step: int, by_split: dict)
   kind = ctx.eval_config.get("submission", "")
   if not kind or not ctx.write_files:
     return
-  out = os.path.join(ctx.workdir, "results", dataset)
-  os.makedirs(out, exist_ok=True)
+  out = results_dir(ctx, dataset)
+  out.mkdir(parents=True, exist_ok=True)
   if kind == "tvr":
     if not {"val", "test_public"} <= set(by_split):
       log.info("TVR CodaLab zip not written: it needs the val and test_public predictions "
                "(eval.splits=%s)", sorted(by_split))
       return
-    path = os.path.join(out, f"tvr_codalab_step_{step}.zip")
+    path = out / f"tvr_codalab_step_{step}.zip"
     submission.write_tvr_codalab_zip(path, by_split["val"], by_split["test_public"])
   elif kind == "how2r":
     first = lambda prefix: next((v for k, v in sorted(by_split.items()) if k.startswith(prefix)), None)  # noqa: E731
-    path = os.path.join(out, f"how2r_value_step_{step}.zip")
+    path = out / f"how2r_value_step_{step}.zip"
     submission.write_value_how2r_zip(path, val_submission=first("val"),
                                      test_public_submission=first("test"))
   else:
@@ -179,9 +185,9 @@ def evaluate_videoqa(ctx: EvalContext, join, dataset: str, split: str, step: int
     metrics = {"acc": float(np.mean(pred[labelled] == target[labelled])),
                "questions": float(labelled.sum())}
   if ctx.write_files:
-    out = os.path.join(ctx.workdir, "results", dataset, split, f"step_{step}")
-    write_json(os.path.join(out, "predictions.json"), predictions)
-    write_json(os.path.join(out, "metrics.json"), {"step": step, "metrics": metrics})
+    out = results_dir(ctx, dataset, split, f"step_{step}")
+    write_json(out / "predictions.json", predictions)
+    write_json(out / "metrics.json", {"step": step, "metrics": metrics})
     log.info("wrote %s", out)
   return metrics, predictions
 

@@ -31,6 +31,7 @@ Three formats:
 
 from __future__ import annotations
 
+import io
 import json
 import numbers
 import os
@@ -38,6 +39,7 @@ import zipfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from etils import epath
 
 from hero_jax.eval.retrieval_metrics import MAX_PRED_PER_QUERY, TASK_TYPES, get_submission_top_n
 
@@ -112,13 +114,13 @@ def query_entry(desc_id: int, predictions: Sequence[Sequence[float]], desc: str 
 def write_result_json(path: str | os.PathLike, submission: Mapping) -> None:
   """Save an original-format result (checked first) with ``json.dump``, like the original."""
   check_submission(submission)
-  with open(path, "w") as f:
+  with epath.Path(path).open("w") as f:
     json.dump(submission, f)
 
 
 def read_result_json(path: str | os.PathLike) -> dict:
   """Load and check an original-format result file."""
-  with open(path) as f:
+  with epath.Path(path).open() as f:
     submission = json.load(f)
   check_submission(submission)
   return submission
@@ -221,9 +223,13 @@ def write_value_how2r_zip(path: str | os.PathLike, val_submission: Mapping | Non
 
 
 def _write_zip(path: str | os.PathLike, files: Mapping[str, Any], mode: str = "w") -> None:
-  with zipfile.ZipFile(path, mode, compression=zipfile.ZIP_DEFLATED) as zf:
+  """Built in memory and written whole, so ``path`` may be in a bucket (no seeks)."""
+  path = epath.Path(path)
+  buffer = io.BytesIO(path.read_bytes() if mode == "a" else b"")
+  with zipfile.ZipFile(buffer, mode, compression=zipfile.ZIP_DEFLATED) as zf:
     existing = set(zf.namelist()) if mode == "a" else set()
     for name, content in files.items():
       if name in existing:
         raise ValueError(f"{path} already holds {name}")
       zf.writestr(name, json.dumps(content))
+  path.write_bytes(buffer.getvalue())

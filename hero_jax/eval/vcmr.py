@@ -42,6 +42,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from hero_jax import layout
 from hero_jax.eval import nms as nms_lib
@@ -107,7 +108,7 @@ class FrameBank:
 
   def save(self, path) -> None:
     """One ``.npz`` file."""
-    with open(path, "wb") as f:
+    with epath.Path(path).open("wb") as f:
       np.savez(f, vids=np.array(self.vids), frames=self.frames, mask=self.mask,
                video_index=np.array([self.video2idx[v] for v in self.vids], np.int64),
                frame_length=np.float64(self.frame_length), meta=np.array(json.dumps(self.meta)))
@@ -115,7 +116,7 @@ class FrameBank:
   @classmethod
   def load(cls, path) -> "FrameBank":
     try:
-      with np.load(path, allow_pickle=False) as z:
+      with epath.Path(path).open("rb") as f, np.load(f, allow_pickle=False) as z:
         vids = [str(v) for v in z["vids"]]
         return cls(vids=vids, video2idx=dict(zip(vids, (int(i) for i in z["video_index"]))),
                    frames=z["frames"], mask=z["mask"], frame_length=float(z["frame_length"]),

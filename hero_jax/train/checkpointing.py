@@ -9,17 +9,21 @@ different mesh.
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 
-def manager(workdir: str, keep: int) -> ocp.CheckpointManager:
+def manager(workdir, keep: int) -> ocp.CheckpointManager:
+  """``<workdir>/checkpoints`` (a local folder or a bucket: orbax writes gs:// itself)."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
                                          create=True)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+  workdir = epath.Path(workdir)
+  if not str(workdir).startswith(("gs://", "s3://")):
+    workdir = workdir.absolute()
+  return ocp.CheckpointManager(workdir / "checkpoints",
                                options=options, item_names=("state", "data", "config"))
 
 

@@ -22,9 +22,11 @@ do not fit it is an error naming the parameter.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import jax
+from etils import epath
+
+from hero_jax import paths
 
 log = logging.getLogger("hero_jax")
 
@@ -37,7 +39,7 @@ def _architecture(cfg):
                      mlm_vocab_size=None)
 
 
-def run_step_dir(path: Path) -> Path | None:
+def run_step_dir(path: epath.Path) -> epath.Path | None:
   """The newest step folder of a training run given its workdir, its
   ``checkpoints/`` folder or a step folder; None if ``path`` is none of these."""
   if (path / "state").is_dir():
@@ -47,16 +49,16 @@ def run_step_dir(path: Path) -> Path | None:
   return steps[-1][1] if steps else None
 
 
-def run_config(path: Path) -> dict:
+def run_config(path: epath.Path) -> dict:
   """The training config saved with a run's newest checkpoint (as a dict)."""
   import orbax.checkpoint as ocp
-  step_dir = run_step_dir(Path(path))
+  step_dir = run_step_dir(paths.resolve(path))
   if step_dir is None or not (step_dir / "config").is_dir():
     raise FileNotFoundError(f"{path}: no training checkpoint with a saved config")
   return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(step_dir / "config")
 
 
-def detect_format(path: Path, state_dict=None) -> str:
+def detect_format(path: epath.Path, state_dict=None) -> str:
   if path.is_dir():
     if (path / "params").exists() and (path / "config").exists():
       return "hero_jax"
@@ -73,7 +75,7 @@ def detect_format(path: Path, state_dict=None) -> str:
                    f"RoBERTa's (roberta.*); first keys: {keys[:5]}")
 
 
-def _from_run(step_dir: Path):
+def _from_run(step_dir: epath.Path):
   """The ``params`` of a training checkpoint step (optimizer state not read)."""
   import orbax.checkpoint as ocp
   ckptr = ocp.PyTreeCheckpointer()
@@ -110,7 +112,7 @@ def load(path, cfg, *, fmt: str = "auto", seed: int = 0, heads_required: bool = 
     return None
   if fmt not in FORMATS:
     raise ValueError(f"config.init_format must be one of {FORMATS}, got {fmt!r}")
-  path = Path(path).expanduser()
+  path = paths.resolve(path)
   if not path.exists():
     raise FileNotFoundError(f"config.init_from: {path} does not exist")
   state_dict = None

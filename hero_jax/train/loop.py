@@ -12,16 +12,18 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import signal
 import time
+
 import jax
 import numpy as np
 from clu import metrics as clu_metrics
 
-from hero_jax.data import pipeline
+from hero_jax import paths
+from hero_jax.data import datasets, pipeline
 from hero_jax.model.hero import Hero
-from hero_jax.train import checkpointing, init_from, optimizer, sharding, step as step_lib, tasks, writers
+from hero_jax.train import (checkpointing, init_from, optimizer, profiling, sharding,
+                            step as step_lib, tasks, writers)
 
 
 log = logging.getLogger("hero_jax")
@@ -30,45 +32,6 @@ STOP_CHECK_EVERY = 10
 
 class NonFiniteError(FloatingPointError):
   """A loss or gradient was not finite (the update was skipped, nothing saved)."""
-
-
-def _build_synthetic(name: str, data_dir: str, config) -> None:
-  import dataclasses
-  from hero_jax.data import build, synthetic
-  spec = dataclasses.replace(synthetic.SyntheticSpec(), **dict(config.data.synthetic))
-  build.build(name, os.path.expanduser(data_dir), spec=spec)
-
-
-def _dataset_dir(name: str, data_dir: str, config) -> str:
-  """A built dataset's folder; the synthetic set is built on first use."""
-  if not os.path.isdir(os.path.join(os.path.expanduser(data_dir), name)) and \
-      name.startswith("hero_synthetic/"):
-    _build_synthetic(name, data_dir, config)
-  return pipeline.dataset_dir(data_dir, name)
-
-
-def open_source(entry, split: str, config):
-  """The split of a dataset entry: a ``VideoSource``, or for a query dataset
-  (an entry with ``videos``) a ``QueryJoin`` onto every split of its videos."""
-  data_dir = entry["data_dir"]
-  if "videos" not in entry:
-    return pipeline.VideoSource(_dataset_dir(entry["name"], data_dir, config), split,
-                                config.data.max_clip_len)
-  corpus = pipeline.VideoCorpus(_dataset_dir(entry["videos"], data_dir, config),
-                                config.data.max_clip_len)
-  queries = pipeline.QuerySource(_dataset_dir(entry["name"], data_dir, config), split)
-  return pipeline.QueryJoin(queries, corpus)
-
-
-def check_data_fits_model(videos, cfg) -> None:
-  if videos.feature_dim != cfg.frame_feat_dim:
-    raise ValueError(f"{videos.path}: frame features have dim {videos.feature_dim}, the model "
-                     f"config.model frame_feat_dim is {cfg.frame_feat_dim}")
-  ids = videos.special_ids
-  top = max(ids.cls, ids.sep, ids.pad, ids.unk, ids.mask, ids.v_range[1] - 1)
-  if top >= cfg.vocab_size:
-    raise ValueError(f"{videos.path}: token ids reach {top}, the model's vocab_size is "
-                     f"{cfg.vocab_size}")
 
 
 def init_params(config, cfg, heads_required: bool = False):
@@ -91,36 +54,30 @@ class Trainer:
 
   def __init__(self, config, workdir: str):
     self.config, self.workdir = config, workdir
-    self.mesh = sharding.make_mesh(dict(config.mesh.shape))
-    self.rules = sharding.rules_from_config(config.mesh.rules)
+    # What to train: the model, the (dataset, objective) tasks, the optimizer.
     self.cfg = tasks.hero_config(config)
     self.model = Hero(self.cfg)
     self.settings = {name: s for name, (_, s) in tasks.objective_settings(config).items()}
     self.tasks = tasks.tasks(config)
+    tasks.check_heads(self.tasks, self.cfg)
     self.sizes = tasks.layout_sizes(config)
     t = config.train
-    self.batch_shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-    if self.batch_shards % jax.process_count():
-      # Each process must own whole batch shards: it feeds its own videos.
-      raise ValueError(f"config.mesh.shape: data x fsdp = {self.batch_shards} must be a "
-                       f"multiple of the process count ({jax.process_count()})")
-    if t.batch_videos % self.batch_shards:
-      raise ValueError(f"config.train.batch_videos={t.batch_videos} must be divisible by the "
-                       f"batch shards (data x fsdp = {self.batch_shards})")
-    self.local_batch = t.batch_videos // jax.process_count()
     self.tx, self.schedule = optimizer.hero_adamw(
         t.learning_rate, t.warmup_steps, t.num_steps, b1=t.b1, b2=t.b2, eps=t.eps,
         weight_decay=t.weight_decay, grad_clip=t.grad_clip, lr_mul=t.lr_mul)
-    self._check_heads()
-    self.train_videos = {key: open_source(e, config.data.train_split, config)
+    # Where: the mesh and this process's share of each batch.
+    self.mesh = sharding.make_mesh(dict(config.mesh.shape), dcn_data=config.mesh.dcn_data)
+    self.rules = sharding.rules_from_config(config.mesh.rules)
+    self.batch_shards, self.local_batch = sharding.batch_split(self.mesh, t.batch_videos)
+    # The data, opened and checked against the model, and one pipeline per task.
+    self.train_videos = {key: datasets.open_checked(e, config.data.train_split, config, self.cfg)
                          for key, e in config.data.datasets.items()}
-    for v in self.train_videos.values():
-      check_data_fits_model(v, self.cfg)
     self.val_videos = {}
     if config.eval_every or config.mode == "eval":  # a missing val split fails now, not later
       for key in config.data.datasets:
         self._val(key)
     self.iterators = {self._key(task): self._pipeline(task) for task in self.tasks}
+    # The state (sharded from the start), compiled steps (made on first use), outputs.
     self.state = step_lib.create_state(self.cfg, self.tx, self.mesh, self.rules, config.seed,
                                        init_params(config, self.cfg, heads_required=config.mode == "eval"))
     self.shardings = step_lib.state_shardings(self.state)
@@ -128,15 +85,6 @@ class Trainer:
     self.checkpoints = checkpointing.manager(workdir, config.keep_checkpoints)
     self.writer = writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     self.stop_requested = False
-
-  def _check_heads(self) -> None:
-    from hero_jax.objectives import registry
-    for task in self.tasks:
-      needs = registry.get(task.objective).heads
-      if needs is not None and needs != self.cfg.heads:
-        raise ValueError(f"objective {task.objective!r} needs the model's {needs!r} heads, "
-                         f"config.model has heads={self.cfg.heads!r}: set "
-                         f"--config.model.overrides.heads={needs}")
 
   @staticmethod
   def _key(task) -> str:
@@ -162,41 +110,7 @@ class Trainer:
           self.rules, self.shardings, self.config.train.accum_steps)
     return self.steps[objective]
 
-  # --- state ------------------------------------------------------------------
-
-  def restore(self) -> int:
-    """Resumes from the newest checkpoint; returns the step to continue from."""
-    restored = checkpointing.restore(self.checkpoints, self.state)
-    if restored is None:
-      return 0
-    self.state, saved, step = restored
-    n = jax.process_count()
-    if saved.get("process_count") != n:
-      raise ValueError(f"checkpoint step {step} was written by {saved.get('process_count')} "
-                       f"processes, this run has {n}: the data-iterator states do not carry over")
-    data_state = saved["processes"][str(jax.process_index())]
-    for key, it in self.iterators.items():
-      if key not in data_state:
-        raise ValueError(f"checkpoint step {step} has no data state for task {key}; "
-                         f"its tasks: {sorted(data_state)}")
-      it.set_state(data_state[key])
-    log.info("resumed from checkpoint step %d", step)
-    return step
-
-  def save(self, step: int) -> None:
-    local = {k: it.get_state() for k, it in self.iterators.items()}
-    data_state = {"process_count": jax.process_count(),
-                  "processes": sharding.gather_json(local)}
-    checkpointing.save(self.checkpoints, step, self.state, data_state,
-                       json.loads(self.config.to_json_best_effort()))
-
-  # --- steps ------------------------------------------------------------------
-
-  def next_batch(self, task) -> dict:
-    it = self.iterators[self._key(task)]
-    micro = [next(it) for _ in range(self.config.train.accum_steps)]
-    local = {k: np.stack([m[k] for m in micro]) for k in micro[0]}
-    return pipeline.make_global_batch(local, sharding.batch_sharding(self.mesh, leading_axes=1))
+  # --- the loop -----------------------------------------------------------
 
   def train(self) -> dict:
     """Runs to ``train.num_steps``; returns the last logged train and eval scalars."""
@@ -205,12 +119,16 @@ class Trainer:
     previous = signal.signal(signal.SIGTERM, self._on_sigterm)
     pending, merged, last = [], {}, {}
     start_time, start_step = time.time(), step
+    profiler = profiling.StepProfiler(paths.resolve(self.workdir) / "profile",
+                                      c.profile_start, c.profile_steps)
     try:
       while step < c.train.num_steps:
         task = tasks.draw_task(self.tasks, c.seed, step)
-        batch = self.next_batch(task)
-        rng = jax.random.fold_in(jax.random.key(c.seed), step)
-        self.state, outputs = self._train_step(task.objective)(self.state, batch, rng)
+        with profiler.step(step):  # the batch's host time is part of the step
+          batch = self.next_batch(task)
+          rng = jax.random.fold_in(jax.random.key(c.seed), step)
+          self.state, outputs = self._train_step(task.objective)(self.state, batch, rng)
+        profiler.step_done(step, self.state)
         step += 1
         merge_metrics(merged, f"train/{task.objective}/", outputs.pop("metrics"))
         pending.append((step, task, outputs))
@@ -233,13 +151,26 @@ class Trainer:
           break
     finally:
       signal.signal(signal.SIGTERM, previous)
+      profiler.stop()  # a run that ended inside the window still gets its trace
       self.checkpoints.wait_until_finished()
       self.writer.flush()
+      # The data workers ignore SIGTERM and SIGINT (pipeline.worker_init): they
+      # stop here, after the last save, so none outlives the run.
+      for it in self.iterators.values():
+        it.close()
     return last
+
+  def next_batch(self, task) -> dict:
+    it = self.iterators[self._key(task)]
+    micro = [next(it) for _ in range(self.config.train.accum_steps)]
+    local = {k: np.stack([m[k] for m in micro]) for k in micro[0]}
+    return pipeline.make_global_batch(local, sharding.batch_sharding(self.mesh, leading_axes=1))
 
   def _on_sigterm(self, signum, frame):
     del signum, frame
     self.stop_requested = True
+
+  # --- hooks: metrics, evaluation, checkpoints -------------------------------
 
   def _log(self, pending, merged, step, start_time, start_step) -> dict:
     """Checks the interval's steps were finite, then writes its merged metrics."""
@@ -273,26 +204,6 @@ class Trainer:
              steps_per_s * videos, time.strftime("%H:%M:%S", time.gmtime(eta)))
     return scalars
 
-  def _val(self, dataset: str) -> pipeline.VideoSource:
-    """The val split of a dataset, opened (and checked against the model) once."""
-    if dataset not in self.val_videos:
-      c = self.config
-      videos = open_source(c.data.datasets[dataset], c.data.val_split, c)
-      check_data_fits_model(videos, self.cfg)
-      self.val_videos[dataset] = videos
-    return self.val_videos[dataset]
-
-  def _eval_batching(self, task, num_videos: int) -> tuple:
-    """(videos per process, batches): the same on every host, fitting the mesh."""
-    group = getattr(self.settings[task.objective], "group_videos", 0) or 1
-    unit = math.lcm(self.batch_shards, group)
-    global_batch = min(self.config.train.batch_videos, num_videos) // unit * unit
-    if global_batch == 0:
-      raise ValueError(f"val split of {task.dataset!r} has {num_videos} videos, fewer than one "
-                       f"batch that fits the mesh and {task.objective} ({unit})")
-    local = global_batch // jax.process_count()
-    return local, max(1, min(self.config.eval_batches, num_videos // global_batch))
-
   def evaluate(self, step: int) -> dict:
     """Every objective on the val split of every dataset: merged (sum, count) metrics."""
     from hero_jax.objectives import registry
@@ -314,11 +225,28 @@ class Trainer:
             task.objective](self.state.params, arrays, self.state.step))
       out.update({k: float(m.compute()) for k, m in merged.items()})
       out.update(self._downstream(task, step))
-    self.writer.write_scalars(step, out)
+    self.writer.write_scalars(step, out)  # its log back end prints them
     self.writer.flush()
-    log.info("eval step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in sorted(out.items())))
     return out
 
+  def _val(self, dataset: str) -> pipeline.VideoSource:
+    """The val split of a dataset, opened (and checked against the model) once."""
+    if dataset not in self.val_videos:
+      c = self.config
+      self.val_videos[dataset] = datasets.open_checked(c.data.datasets[dataset],
+                                                       c.data.val_split, c, self.cfg)
+    return self.val_videos[dataset]
+
+  def _eval_batching(self, task, num_videos: int) -> tuple:
+    """(videos per process, batches): the same on every host, fitting the mesh."""
+    group = getattr(self.settings[task.objective], "group_videos", 0) or 1
+    unit = math.lcm(self.batch_shards, group)
+    global_batch = min(self.config.train.batch_videos, num_videos) // unit * unit
+    if global_batch == 0:
+      raise ValueError(f"val split of {task.dataset!r} has {num_videos} videos, fewer than one "
+                       f"batch that fits the mesh and {task.objective} ({unit})")
+    local = global_batch // jax.process_count()
+    return local, max(1, min(self.config.eval_batches, num_videos // global_batch))
 
   def _downstream(self, task, step: int) -> dict:
     """The objective's whole-split evaluation (e.g. VCMR), if it has one."""
@@ -335,11 +263,37 @@ class Trainer:
     out, predictions = {}, {}
     for split in c.eval.splits:
       source = (self._val(task.dataset) if split == c.data.val_split
-                else open_source(c.data.datasets[task.dataset], split, c))
+                else datasets.open_split(c.data.datasets[task.dataset], split, c))
       metrics, predictions[split] = evaluate_split(ctx, source, task.dataset, split, step)
       out.update({f"val/{task.dataset}/{split}/{k}": v for k, v in metrics.items()})
     write_upload(ctx, task.dataset, step, predictions)
     return out
+
+  def restore(self) -> int:
+    """Resumes from the newest checkpoint; returns the step to continue from."""
+    restored = checkpointing.restore(self.checkpoints, self.state)
+    if restored is None:
+      return 0
+    self.state, saved, step = restored
+    n = jax.process_count()
+    if saved.get("process_count") != n:
+      raise ValueError(f"checkpoint step {step} was written by {saved.get('process_count')} "
+                       f"processes, this run has {n}: the data-iterator states do not carry over")
+    data_state = saved["processes"][str(jax.process_index())]
+    for key, it in self.iterators.items():
+      if key not in data_state:
+        raise ValueError(f"checkpoint step {step} has no data state for task {key}; "
+                         f"its tasks: {sorted(data_state)}")
+      it.set_state(data_state[key])
+    log.info("resumed from checkpoint step %d", step)
+    return step
+
+  def save(self, step: int) -> None:
+    local = {k: it.get_state() for k, it in self.iterators.items()}
+    data_state = {"process_count": jax.process_count(),
+                  "processes": sharding.gather_json(local)}
+    checkpointing.save(self.checkpoints, step, self.state, data_state,
+                       json.loads(self.config.to_json_best_effort()))
 
 
 def train_and_evaluate(config, workdir: str) -> dict:

@@ -6,6 +6,10 @@ axes logically (``embed``, ``mlp``, ``joined_kv``, ``vocab``, ``batch``,
 ``length``...); the config's rules map them to mesh axes, so FSDP and tensor
 parallelism are a config change. Results do not depend on the mesh: the
 losses reduce over the global batch.
+
+Devices are placed by topology (``jax.make_mesh``); on a multi-slice TPU pod
+``data`` also spans the slices (``config.mesh.dcn_data``), so only its
+traffic crosses the slower data-centre network.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 AXES = ("data", "fsdp", "model")
@@ -33,23 +38,87 @@ DEFAULT_RULES = (
 )
 
 
-def make_mesh(shape: dict, devices=None) -> Mesh:
-  """A mesh with axes ``data, fsdp, model``; one size may be -1 (the rest)."""
-  devices = list(jax.devices() if devices is None else devices)
+def make_mesh(shape: dict, devices=None, dcn_data: int = 1) -> Mesh:
+  """A mesh with axes ``data, fsdp, model`` in a topology-aware device order.
+
+  ``shape`` is one slice's (ICI) mesh; one size may be -1 (the rest of the
+  slice). With ``dcn_data`` > 1 slices (multi-slice TPU pods) the ``data``
+  axis also spans the slices: its global size is ``shape['data'] x dcn_data``
+  and ``fsdp`` / ``model`` collectives stay on a slice's fast interconnect.
+  """
+  devices, dcn_data = list(jax.devices() if devices is None else devices), int(dcn_data)
+  slices = _slices(devices, dcn_data)  # first: its error says what dcn_data should be
+  sizes = ici_sizes(shape, len(devices), dcn_data)
+  auto = (AxisType.Auto,) * len(AXES)
+  if dcn_data == 1:
+    return jax.make_mesh(sizes, AXES, axis_types=auto, devices=devices)
+  dcn = [dcn_data if a == "data" else 1 for a in AXES]
+  # Split physical axes only where a slice's torus cannot hold the shape otherwise.
+  grid = mesh_utils.create_hybrid_device_mesh(sizes, dcn, [d for s in slices for d in s],
+                                              allow_split_physical_axes=True)
+  return Mesh(grid, AXES, axis_types=auto)
+
+
+def ici_sizes(shape: dict, num_devices: int, dcn_data: int = 1) -> list[int]:
+  """One slice's axis sizes (``AXES`` order), -1 resolved, checked against the devices."""
   unknown = [k for k in shape if k not in AXES]
   if unknown:
-    raise ValueError(f"mesh.shape: unknown axes {unknown}; axes are {AXES}")
+    raise ValueError(f"config.mesh.shape: unknown axes {unknown}; axes are {AXES}")
+  if dcn_data < 1 or num_devices % dcn_data:
+    raise ValueError(f"config.mesh.dcn_data={dcn_data} must be a positive divisor of the "
+                     f"device count ({num_devices})")
+  per_slice = num_devices // dcn_data
   sizes = [int(shape.get(a, 1)) for a in AXES]
   if sizes.count(-1) > 1:
-    raise ValueError(f"mesh.shape: at most one axis may be -1, got {dict(zip(AXES, sizes))}")
+    raise ValueError(f"config.mesh.shape: at most one axis may be -1, got "
+                     f"{dict(zip(AXES, sizes))}")
   if -1 in sizes:
     known = math.prod(s for s in sizes if s != -1)
-    sizes[sizes.index(-1)] = len(devices) // known
-  if math.prod(sizes) != len(devices) or min(sizes) < 1:
-    raise ValueError(f"mesh.shape {dict(zip(AXES, sizes))} needs {math.prod(sizes)} devices, "
-                     f"there are {len(devices)}")
-  grid = np.array(devices).reshape(sizes)
-  return Mesh(grid, AXES, axis_types=(AxisType.Auto,) * len(AXES))
+    if known < 1 or per_slice % known:
+      raise ValueError(f"config.mesh.shape {dict(zip(AXES, sizes))}: the -1 axis cannot take "
+                       f"the rest, {per_slice} devices per slice do not divide by {known}")
+    sizes[sizes.index(-1)] = per_slice // known
+  if math.prod(sizes) != per_slice or min(sizes) < 1:
+    where = (f"devices, there are {num_devices}" if dcn_data == 1 else
+             f"devices per slice, there are {per_slice} ({num_devices} devices, "
+             f"config.mesh.dcn_data={dcn_data})")
+    raise ValueError(f"config.mesh.shape {dict(zip(AXES, sizes))} needs {math.prod(sizes)} "
+                     f"{where}")
+  return sizes
+
+
+def _slices(devices: Sequence, dcn_data: int) -> list[list]:
+  """The devices grouped by ``slice_index``, checked against ``config.mesh.dcn_data``."""
+  if not hasattr(devices[0], "slice_index"):
+    if dcn_data > 1:
+      raise ValueError(f"config.mesh.dcn_data={dcn_data} needs devices that know their slice "
+                       f"(multi-slice TPU); {devices[0].platform} devices have no slice_index")
+    return [devices]
+  groups: dict = {}
+  for d in devices:
+    groups.setdefault(d.slice_index, []).append(d)
+  if len(groups) != dcn_data:
+    # jax's own errors here name neither the config field nor the value to set.
+    raise ValueError(f"the devices span {len(groups)} slice(s) but config.mesh.dcn_data="
+                     f"{dcn_data}; set --config.mesh.dcn_data={len(groups)}")
+  counts = {k: len(v) for k, v in sorted(groups.items())}
+  if len(set(counts.values())) > 1:
+    raise ValueError(f"slices must have equal device counts, got {counts} (slice_index: count)")
+  return [groups[k] for k in sorted(groups)]
+
+
+def batch_split(mesh: Mesh, batch_videos: int) -> tuple[int, int]:
+  """(batch shards = global data x fsdp, videos each process feeds per micro-step)."""
+  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  if shards % jax.process_count():
+    # Each process must own whole batch shards: it feeds its own videos.
+    raise ValueError(f"config.mesh: data x fsdp = {shards} batch shards (data includes "
+                     f"mesh.dcn_data) must be a multiple of the process count "
+                     f"({jax.process_count()})")
+  if batch_videos % shards:
+    raise ValueError(f"config.train.batch_videos={batch_videos} must be divisible by the "
+                     f"batch shards (data x fsdp = {shards})")
+  return shards, batch_videos // jax.process_count()
 
 
 def rules_from_config(rules: Sequence) -> tuple:

@@ -71,8 +71,8 @@ def make_train_step(model: Hero, objective, settings, tx, mesh, rules, shardings
     if accum_steps > 1:
       def body(carry, xs):
         micro, r = xs
-        l, m, g = micro_grads(state.params, micro, r, state.step)
-        return _tree_add(carry, (l, m, g)), None
+        micro_loss, m, g = micro_grads(state.params, micro, r, state.step)
+        return _tree_add(carry, (micro_loss, m, g)), None
       rest = jax.tree.map(lambda x: x[1:], batch)
       (loss, metrics, grads), _ = jax.lax.scan(body, (loss, metrics, grads), (rest, rngs[1:]))
     finite = jnp.isfinite(loss) & _all_finite(grads)

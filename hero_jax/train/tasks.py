@@ -9,9 +9,11 @@ resumed run draws the same sequence.
 from __future__ import annotations
 
 import dataclasses
-import os
+import difflib
 
+import ml_collections
 import numpy as np
+from ml_collections import config_dict
 
 from hero_jax import layout
 from hero_jax.model import config as model_config
@@ -20,22 +22,108 @@ from hero_jax.objectives import registry
 PRESETS = {"tiny": model_config.tiny_config, "base": model_config.HeroConfig}
 
 
-def hero_config(c) -> model_config.HeroConfig:
-  preset = c.model.preset
+DATASET_FIELDS = ("name", "data_dir", "ratio", "videos")
+
+
+def model_config_dict(preset: str, **fields) -> ml_collections.ConfigDict:
+  """``config.model``: every ``HeroConfig`` field, from a preset with ``fields`` changed."""
   if preset not in PRESETS:
-    raise ValueError(f"config.model.preset: unknown {preset!r}; known: {sorted(PRESETS)}")
-  overrides = dict(c.model.overrides)
-  overrides.setdefault("dtype", c.compute_dtype)
-  return PRESETS[preset](**overrides)
+    raise ValueError(f"model preset: unknown {preset!r}; known: {sorted(PRESETS)}")
+  values = dataclasses.asdict(PRESETS[preset](**fields))
+  # A None default (mlm_vocab_size: all columns) stays settable from the command line.
+  return ml_collections.ConfigDict(
+      {k: config_dict.placeholder(int) if v is None else v for k, v in values.items()})
+
+
+def objectives_config_dict(ratios: dict) -> ml_collections.ConfigDict:
+  """``config.objectives``: every registered objective, ratio + default settings."""
+  import hero_jax.objectives  # noqa: F401  (registers the built-in objectives)
+  out = {}
+  for name in registry.names():
+    key = config_key(name)
+    settings = dataclasses.asdict(registry.get(name).settings())
+    out[key] = {"ratio": float(ratios.get(key, 0.0)), **settings}
+  unknown = sorted(set(ratios) - set(out))
+  if unknown:
+    raise ValueError(f"unknown objectives {unknown}; known: {sorted(out)}")
+  return ml_collections.ConfigDict(out)
+
+
+def hero_config(c) -> model_config.HeroConfig:
+  return model_config.HeroConfig.from_dict(c.model.to_dict())
+
+
+def _closest(name: str, known) -> str:
+  close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+  return f"; closest: {', '.join(close)}" if close else f"; known: {', '.join(sorted(known))}"
+
+
+def _check_fields(where: str, entry, expected) -> None:
+  """``entry``'s keys are exactly ``expected`` (unknown ones named with the closest)."""
+  keys, expected = set(entry), set(expected)
+  unknown = sorted(keys - expected)
+  if unknown:
+    raise ValueError(f"config.{where}.{unknown[0]}: unknown field{_closest(unknown[0], expected)}")
+  missing = sorted(expected - keys)
+  if missing:
+    raise ValueError(f"config.{where}: missing fields {missing} (build the config from "
+                     "configs/common.py's base_config, which declares every field)")
+
+
+def field_paths(c, prefix: str = "") -> list:
+  """Every leaf field of a config as a dotted path (``model.hidden_dropout``)."""
+  out = []
+  for key, value in c.items():
+    path = f"{prefix}{key}"
+    out += field_paths(value, path + ".") if isinstance(value, ml_collections.ConfigDict) else [path]
+  return out
+
+
+def unknown_field_error(c, dotted: str) -> str | None:
+  """Why ``dotted`` names no field of ``c`` (with the closest fields), or None if it does."""
+  node, walked = c, []
+  for name in dotted.split("."):
+    if not isinstance(node, ml_collections.ConfigDict):
+      return f"config.{'.'.join(walked)} is a value, not a group: config.{dotted} does not exist"
+    if name not in node:
+      here = ".".join(walked + [name])
+      siblings = [".".join(walked + [k]) for k in node.keys()]
+      close = difflib.get_close_matches(dotted, field_paths(c), n=3, cutoff=0.6)
+      close += [s for s in difflib.get_close_matches(here, siblings, n=3, cutoff=0.5)
+                if s not in close]
+      named = ", ".join(f"config.{p}" for p in (close[:4] or siblings))
+      return f"unknown config field config.{here}; {'closest' if close else 'fields here'}: {named}"
+    node, walked = node[name], walked + [name]
+  return None
+
+
+def check_config(c) -> None:
+  """The sections whose fields come from code match it: ``model`` has every
+  ``HeroConfig`` field, ``objectives`` every registered objective with its
+  settings, each dataset entry its four fields. A recipe that replaced one of
+  these sections with a partial or misspelt dict fails here, at start."""
+  import hero_jax.objectives  # noqa: F401
+  _check_fields("model", c.model, [f.name for f in dataclasses.fields(model_config.HeroConfig)])
+  known = {config_key(n): n for n in registry.names()}
+  _check_fields("objectives", c.objectives, known)
+  for key, entry in c.objectives.items():
+    settings = [f.name for f in dataclasses.fields(registry.get(known[key]).settings)]
+    _check_fields(f"objectives.{key}", entry, ["ratio", *settings])
+  for key, entry in c.data.datasets.items():
+    _check_fields(f"data.datasets.{key}", entry, DATASET_FIELDS)
 
 
 def layout_sizes(c) -> layout.LayoutSizes:
   return layout.LayoutSizes(**dict(c.layout))
 
 
-def objective_name(config_key: str) -> str:
+def objective_name(key: str) -> str:
   """Config keys write '-' as '_' (``mfm_nce`` is the objective ``mfm-nce``)."""
-  return config_key.replace("_", "-")
+  return key.replace("_", "-")
+
+
+def config_key(objective: str) -> str:
+  return objective.replace("-", "_")
 
 
 def objective_settings(c) -> dict:
@@ -72,12 +160,17 @@ def tasks(c) -> list:
   return out
 
 
+def check_heads(task_list: list, cfg: model_config.HeroConfig) -> None:
+  """Every objective finds the heads its loss needs on the model."""
+  for task in task_list:
+    needs = registry.get(task.objective).heads
+    if needs is not None and needs != cfg.heads:
+      raise ValueError(f"objective {task.objective!r} needs the model's {needs!r} heads, "
+                       f"config.model has heads={cfg.heads!r}: set --config.model.heads={needs}")
+
+
 def draw_task(task_list: list, seed: int, step: int) -> Task:
   """The task of optimizer update ``step`` (a pure function of seed and step)."""
   weights = np.array([t.weight for t in task_list], np.float64)
   rng = np.random.default_rng([int(seed), int(step), 0x7A5C])
   return task_list[int(rng.choice(len(task_list), p=weights / weights.sum()))]
-
-
-def dataset_path(entry) -> str:
-  return os.path.join(os.path.expanduser(entry["data_dir"]), entry["name"])

@@ -1,0 +1,59 @@
+"""The datasets a training config names, opened and checked against the model.
+
+An entry of ``config.data.datasets`` is a built dataset ``<data_dir>/<name>``
+(a local folder or a bucket); a query dataset (``videos`` set) is joined onto
+every split of the videos dataset it refers to. The synthetic set is built on
+first use, so the embedded default needs no download.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hero_jax import paths
+from hero_jax.data import pipeline
+
+
+def _build_synthetic(name: str, data_dir: str, config) -> None:
+  from hero_jax.data import build, synthetic
+  spec = dataclasses.replace(synthetic.SyntheticSpec(), **dict(config.data.synthetic))
+  build.build(name, str(paths.resolve(data_dir)), spec=spec)
+
+
+def dataset_dir(name: str, data_dir: str, config) -> str:
+  """A built dataset's folder; the synthetic set is built on first use."""
+  if name.startswith("hero_synthetic/") and not (paths.resolve(data_dir) / name).is_dir():
+    _build_synthetic(name, data_dir, config)
+  return pipeline.dataset_dir(data_dir, name)
+
+
+def open_split(entry, split: str, config):
+  """The split of a dataset entry: a ``VideoSource``, or for a query dataset
+  (an entry with ``videos``) a ``QueryJoin`` onto every split of its videos."""
+  data_dir = entry["data_dir"]
+  if not entry["videos"]:
+    return pipeline.VideoSource(dataset_dir(entry["name"], data_dir, config), split,
+                                config.data.max_clip_len)
+  corpus = pipeline.VideoCorpus(dataset_dir(entry["videos"], data_dir, config),
+                                config.data.max_clip_len)
+  queries = pipeline.QuerySource(dataset_dir(entry["name"], data_dir, config), split)
+  return pipeline.QueryJoin(queries, corpus)
+
+
+def check_fits_model(videos, cfg) -> None:
+  """The data's frame features and token ids fit the model's tables."""
+  if videos.feature_dim != cfg.frame_feat_dim:
+    raise ValueError(f"{videos.path}: frame features have dim {videos.feature_dim}, the model "
+                     f"config.model.frame_feat_dim is {cfg.frame_feat_dim}")
+  ids = videos.special_ids
+  top = max(ids.cls, ids.sep, ids.pad, ids.unk, ids.mask, ids.v_range[1] - 1)
+  if top >= cfg.vocab_size:
+    raise ValueError(f"{videos.path}: token ids reach {top}, the model's "
+                     f"config.model.vocab_size is {cfg.vocab_size}")
+
+
+def open_checked(entry, split: str, config, cfg):
+  """``open_split``, then ``check_fits_model``: what the training loop reads."""
+  source = open_split(entry, split, config)
+  check_fits_model(source, cfg)
+  return source
