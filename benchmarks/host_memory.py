@@ -63,11 +63,20 @@ def logged_steps(metrics: Path) -> list:
   return steps
 
 
+def _slope(xs, ys) -> float:
+  """Least-squares slope: a leak shows as a steady rise, whatever the noise."""
+  if len(xs) < 2:
+    return 0.0
+  mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+  return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--steps", type=int, default=2000)
   parser.add_argument("--every", type=int, default=100)
-  parser.add_argument("--warmup", type=int, default=500, help="first step of the flatness window")
+  # Warm-up: the first evaluation and checkpoint (step 500) build their pipelines and buffers.
+  parser.add_argument("--warmup", type=int, default=1000, help="first step of the flatness window")
   parser.add_argument("--workers", type=int, default=2)
   args = parser.parse_args()
   tmp = Path(tempfile.mkdtemp(prefix="hero_mem_"))
@@ -96,9 +105,12 @@ def main():
     sys.exit(f"no samples from step {args.warmup} on (run more --steps)")
   mean = sum(window) / len(window)
   worst = max(abs(mb / mean - 1) for mb in window)
+  steps = [step for step in sorted(samples) if step >= args.warmup]
+  slope = _slope(steps, window) * 1000
   print(f"\n{len(samples)} samples; from step {args.warmup}: min {min(window):.1f} MB, "
         f"max {max(window):.1f} MB, mean {mean:.1f} MB, every sample within "
-        f"{100 * worst:.1f}% of the mean ({'flat: within 5%' if worst <= 0.05 else 'NOT flat'})")
+        f"{100 * worst:.1f}% of the mean ({'flat: within 5%' if worst <= 0.05 else 'NOT flat'}); "
+        f"trend {slope:+.1f} MB per 1000 steps")
   print(f"first sample {samples[min(samples)]:.1f} MB, last {samples[max(samples)]:.1f} MB; "
         f"{args.workers} data workers; {time.time() - start:.0f} s")
 

@@ -9,8 +9,11 @@ the command line on any config. ``hero_jax.train.tasks.check_config`` checks
 a config against these declarations when a run starts.
 """
 
+import dataclasses
+
 import ml_collections
 
+from hero_jax.data import synthetic
 from hero_jax.train import sharding, tasks
 
 # HERO's pre-training mix (the original's mlm : mfm-nce : fom : vsm).
@@ -65,8 +68,8 @@ def base_config(model: str = "base") -> ml_collections.ConfigDict:
       "val_split": "val",
       "max_clip_len": 100,
       "worker_count": 2,
-      "synthetic": {"train_videos": 512, "val_videos": 64, "seed": 0, "feature_dim": 48,
-                    "min_frames": 12, "max_frames": 30},
+      # Every SyntheticSpec field: the embedded set, built on first use.
+      "synthetic": dataclasses.asdict(synthetic.SyntheticSpec()),
   })
   c.layout = ml_collections.ConfigDict({
       "max_frames": 100, "max_rows": 32, "max_row_frames": 16, "max_row_tokens": 61,

@@ -22,3 +22,22 @@ def _fast_compiles():
 
 
 _fast_compiles()
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory):
+  """One uninterrupted ``tests/runs.py`` run: (workdir, data dir, environment).
+
+  Session-scoped, so the resume, preemption and bucket tests compare against
+  the same run and share its data and compilation cache."""
+  from tests import runs
+  root = tmp_path_factory.mktemp("reference_run")
+  env = runs.environment(root / "jax_cache")
+  workdir, data_dir = root / "run", root / "tfds"
+  with open(root / "log.txt", "w") as log:
+    rc = runs.start(runs.command(workdir, data_dir), env, log).wait(timeout=900)
+  assert rc == 0, (root / "log.txt").read_text()[-3000:]
+  return workdir, data_dir, env

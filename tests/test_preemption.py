@@ -2,44 +2,29 @@
 (or ``kill -TERM -<pgid>``) sends it, saves a checkpoint, exits 0, leaves no worker process
 behind, and the restart continues bit for bit.
 
-The runs are ``python -m hero_jax.main`` subprocesses with two grain worker processes per
-pipeline, each in its own process group (session), sharing a persistent compilation cache.
+The runs are ``tests/runs.py``'s ``python -m hero_jax.main`` subprocesses with two grain workers per
+pipeline, each in its own process group (session), compared with the session's ``reference_run``.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
-from tests import test_train_resume as resume
+from tests import runs
 
-REPO = Path(__file__).resolve().parents[1]
-STEPS = 16
-
-
-def command(workdir, data_dir):
-  # No model overrides: the tiny preset is small enough.
-  return [sys.executable, "-m", "hero_jax.main", "--config", "configs/pretrain_tiny.py",
-          "--workdir", str(workdir), "--config.data.worker_count=2",
-          f"--config.train.num_steps={STEPS}", "--config.checkpoint_every=4",
-          "--config.log_every=1", "--config.eval_every=0", "--config.train.batch_videos=8",
-          f"--config.data.datasets.synthetic.data_dir={data_dir}",
-          "--config.data.synthetic.train_videos=24", "--config.data.synthetic.val_videos=8",
-          "--config.data.synthetic.feature_dim=48"]
+pytestmark = pytest.mark.slow  # trains a tiny model in subprocesses
 
 
 def start(workdir, data_dir, env, log):
-  """A run in a new session: its process group holds it and its workers only."""
-  return subprocess.Popen(command(workdir, data_dir), cwd=REPO, env=env, stdout=log,
-                          stderr=subprocess.STDOUT, start_new_session=True)
+  """A run with two data workers per pipeline, in a new session: its process
+  group holds it and its workers only."""
+  return runs.start(runs.command(workdir, data_dir, "--config.data.worker_count=2"), env, log,
+                    start_new_session=True)
 
 
 def group_members(pgid: int) -> list:
@@ -83,12 +68,6 @@ def kill_group(pgid: int) -> None:
     pass
 
 
-def final_params(workdir):
-  mngr = ocp.CheckpointManager(Path(workdir) / "checkpoints", item_names=("state", "data", "config"))
-  assert mngr.latest_step() == STEPS
-  return mngr.restore(STEPS, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-
-
 def run_to_end(workdir, data_dir, env, log_path) -> None:
   with open(log_path, "w") as log:
     proc = start(workdir, data_dir, env, log)
@@ -106,7 +85,7 @@ def preempt(workdir, data_dir, env, log_path, after_step: int) -> None:
     proc = start(workdir, data_dir, env, log)
     pgid = proc.pid  # the session leader's pid is the group id
     try:
-      resume.wait_for_checkpoint(proc, workdir, after_step)
+      runs.wait_for(proc, Path(workdir) / "checkpoints" / str(after_step))
       os.killpg(pgid, signal.SIGTERM)
       rc = proc.wait(timeout=300)
       left = wait_group_gone(pgid)
@@ -120,25 +99,11 @@ def preempt(workdir, data_dir, env, log_path, after_step: int) -> None:
   assert "Traceback" not in text, text[-3000:]  # no worker died of the signal
 
 
-@pytest.mark.slow
-def test_sigterm_to_process_group_with_workers_saves_and_resumes_exactly(tmp_path):
-  env = resume.environment(tmp_path / "jax_cache")
-  data_dir = tmp_path / "tfds"
-  uninterrupted = tmp_path / "a"
-  run_to_end(uninterrupted, data_dir, env, tmp_path / "a.log")
-
-  resumed = tmp_path / "b"
+def test_sigterm_to_process_group_with_workers_saves_and_resumes_exactly(reference_run, tmp_path):
+  reference, data_dir, env = reference_run
+  resumed = tmp_path / "run"
   preempt(resumed, data_dir, env, tmp_path / "b1.log", after_step=4)
-  steps = sorted(int(p.name) for p in (resumed / "checkpoints").iterdir() if p.name.isdigit())
-  assert 4 <= steps[-1] < STEPS, steps
+  assert 4 <= runs.checkpoint_steps(resumed)[-1] < runs.STEPS
   run_to_end(resumed, data_dir, env, tmp_path / "b2.log")
-
-  a, b = resume.train_lines(uninterrupted), resume.train_lines(resumed)
-  assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
-  for step, line in a.items():
-    assert line == b[step], (step, line, b[step])  # bit for bit
-  flat_a = dict(zip(*resume._flatten(final_params(uninterrupted))))
-  flat_b = dict(zip(*resume._flatten(final_params(resumed))))
-  assert flat_a.keys() == flat_b.keys()
-  for k, value in flat_a.items():
-    np.testing.assert_array_equal(np.asarray(value), np.asarray(flat_b[k]), err_msg=k)
+  # The reference ran without workers: workers change nothing, bit for bit.
+  runs.assert_same_run(reference, resumed)

@@ -33,8 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
+from hero_jax import paths
 from hero_jax.model.config import HeroConfig
 
 _SIZE_FLAGS = (
@@ -50,7 +50,7 @@ _SIZE_FLAGS = (
 
 def read_model_config(path) -> HeroConfig:
   """Original HERO JSON (``f_config``/``c_config``) or a hero_jax config JSON."""
-  path = Path(path)
+  path = paths.resolve(path)
   if not path.is_file():
     raise FileNotFoundError(f"model config not found: {path}")
   d = json.loads(path.read_text())
@@ -106,7 +106,7 @@ def cmd_from_hero(args) -> int:
   report.notes.extend(notes)
   print(report.summary())
   _print_config(cfg)
-  meta = {"source": str(Path(args.src).resolve()), "converter": "from-hero",
+  meta = {"source": str(paths.absolute(args.src)), "converter": "from-hero",
           "report": report.summary(max_names=1000)}
   out = checkpoint.save_hero_checkpoint(args.out, params, cfg, meta=meta, overwrite=args.overwrite)
   print(f"wrote {out}")
@@ -122,7 +122,7 @@ def cmd_from_roberta(args) -> int:
                                         load_lm_head=args.load_lm_head)
   print(report.summary())
   _print_config(cfg)
-  meta = {"source": str(Path(args.src).resolve()), "converter": "from-roberta", "seed": args.seed,
+  meta = {"source": str(paths.absolute(args.src)), "converter": "from-roberta", "seed": args.seed,
           "report": report.summary(max_names=1000)}
   out = checkpoint.save_hero_checkpoint(args.out, params, cfg, meta=meta, overwrite=args.overwrite)
   print(f"wrote {out}")
@@ -131,7 +131,7 @@ def cmd_from_roberta(args) -> int:
 
 def cmd_to_hero(args) -> int:
   from hero_jax.convert import checkpoint, files, mapping  # noqa: PLC0415
-  out = Path(args.out)
+  out = paths.resolve(args.out)
   files.check_output_path(out)
   if out.exists() and not args.overwrite:
     raise FileExistsError(f"{out} exists; pass --overwrite to replace it")

@@ -111,6 +111,16 @@ def check_config(c) -> None:
     _check_fields(f"objectives.{key}", entry, ["ratio", *settings])
   for key, entry in c.data.datasets.items():
     _check_fields(f"data.datasets.{key}", entry, DATASET_FIELDS)
+  from hero_jax.data import synthetic
+  from hero_jax.eval import vcmr
+  _check_fields("layout", c.layout, _names(layout.LayoutSizes))
+  _check_fields("data.synthetic", c.data.synthetic, _names(synthetic.SyntheticSpec))
+  # conv_sees_padding comes from the objective's settings, not from eval.vcmr.
+  _check_fields("eval.vcmr", c.eval.vcmr, _names(vcmr.VcmrEvalSettings) - {"conv_sees_padding"})
+
+
+def _names(dataclass) -> set:
+  return {f.name for f in dataclasses.fields(dataclass)}
 
 
 def layout_sizes(c) -> layout.LayoutSizes:
