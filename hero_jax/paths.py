@@ -12,11 +12,9 @@ import os
 
 from etils import epath
 
-REMOTE_PREFIXES = ("gs://", "s3://")
-
-
 def is_remote(path) -> bool:
-  return str(path).startswith(REMOTE_PREFIXES)
+  """A URL (``gs://``, ``s3://``...): no local file system, no append, no ~."""
+  return "://" in os.fspath(path)
 
 
 def resolve(path) -> epath.Path:

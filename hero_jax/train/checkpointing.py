@@ -13,17 +13,15 @@ from typing import Optional
 
 import jax
 import orbax.checkpoint as ocp
-from etils import epath
+
+from hero_jax import paths
 
 
 def manager(workdir, keep: int) -> ocp.CheckpointManager:
   """``<workdir>/checkpoints`` (a local folder or a bucket: orbax writes gs:// itself)."""
   options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True,
                                          create=True)
-  workdir = epath.Path(workdir)
-  if not str(workdir).startswith(("gs://", "s3://")):
-    workdir = workdir.absolute()
-  return ocp.CheckpointManager(workdir / "checkpoints",
+  return ocp.CheckpointManager(paths.absolute(workdir) / "checkpoints",
                                options=options, item_names=("state", "data", "config"))
 
 

@@ -29,6 +29,8 @@ from typing import Any, ContextManager
 import jax
 from etils import epath
 
+from hero_jax import paths
+
 log = logging.getLogger("hero_jax")
 
 
@@ -55,7 +57,7 @@ class StepProfiler:
     """Starts the trace at the window's first step (or the first step of a run
     resumed inside the window); annotates traced steps."""
     if not (self.active or self.done) and self.start <= step < self.end:
-      if "://" in os.fspath(self.logdir):
+      if paths.is_remote(self.logdir):
         self._tmp = pathlib.Path(tempfile.mkdtemp(prefix="hero_jax_profile_"))
       jax.profiler.start_trace(os.fspath(self._tmp or self.logdir))
       self.active = True

@@ -33,6 +33,8 @@ import weakref
 from typing import Mapping, Sequence, Union
 
 from etils import epath
+
+from hero_jax import paths
 from tensorboardX import event_file_writer, record_writer
 from tensorboardX.proto import event_pb2, summary_pb2
 
@@ -51,7 +53,7 @@ def _check_step(step) -> int:
 
 
 def _is_local(path: PathLike) -> bool:
-  return "://" not in os.fspath(path)
+  return not paths.is_remote(path)
 
 
 # --- Files that survive a kill, locally and on object stores ---------------
