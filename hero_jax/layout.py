@@ -18,6 +18,8 @@ Lq    ``max_query_tokens``  query text slots, the leading [CLS] included
 K     ``max_predictions``   MLM prediction slots per video
 A     ``answers``         candidate answers per question (5 TVQA, 4 How2QA)
 Lqa   ``max_qa_tokens``   ``[SEP] q [SEP] a`` slots of one answer
+P     ``packed_rows``     packed cross-modal rows per video (0: no packing)
+W     ``packed_width``    slots per packed row (at least M + T)
 ====  ==================  ===================================================
 
 Fields common to every objective (``VIDEO_FIELDS``):
@@ -62,6 +64,16 @@ Objective-specific fields:
   of the rows: ``[SEP]`` + subtitle ids + ``[SEP] q [SEP] a``), ``qa_ids`` /
   ``qa_mask`` int32 [V, A, Lqa], ``qa_target`` int32 [V] (answer index, -1
   unknown), ``qa_st_ed`` int32 [V, 2] (start / inclusive end frame, -1 none).
+* Packing (only when ``packed_rows`` > 0; see ``hero_jax.packing``): the
+  cross-modal transformer then runs on P rows of W slots per video instead of
+  R rows of M + T, each holding several subtitle rows back to back, every one
+  attending only to itself. ``pack_src`` int32 [V, P, W] (flat index
+  ``r * (M + T) + slot`` of the row slot placed there, 0 when empty),
+  ``pack_seg`` int32 [V, P, W] (r + 1 of that row, 0 when empty),
+  ``unpack_src`` int32 [V, R, M + T] (flat index ``p * W + w`` where each real
+  row slot went, 0 for padding). The row fields above stay as they are: the
+  model embeds the rows, packs, encodes and unpacks, so every output (and
+  every loss) is the unpacked one.
 * VSM / TVR: ``query_ids`` int32 [V, Q, Lq] (``[CLS]`` + ids, PAD padded),
   ``query_mask`` int32 [V, Q, Lq], ``query_st_ed`` int32 [V, Q, 2] (start and
   inclusive end frame, -1 for none). The query subtitles' row text is just
@@ -79,6 +91,8 @@ PAD_ID = 1
 
 VIDEO_FIELDS = ("frames", "frame_mask", "row_ids", "row_txt_mask",
                 "row_frame_idx", "row_frame_mask")
+PACK_FIELDS = ("pack_src", "pack_seg", "unpack_src")
+PACKING_SIZES = ("packed_rows", "packed_width")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,13 +107,27 @@ class LayoutSizes:
   max_predictions: int = 160
   answers: int = 5
   max_qa_tokens: int = 122
+  packed_rows: int = 0
+  packed_width: int = 0
 
   def __post_init__(self):
     for field in dataclasses.fields(self):
       value = getattr(self, field.name)
-      if not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(
-            f"LayoutSizes.{field.name} must be a positive integer, got {value!r}")
+      optional = field.name in PACKING_SIZES   # 0: off
+      if not isinstance(value, (int, np.integer)) or value < 0 or (value == 0 and not optional):
+        kind = "a non-negative" if optional else "a positive"
+        raise ValueError(f"LayoutSizes.{field.name} must be {kind} integer, got {value!r}")
+    if (self.packed_rows > 0) != (self.packed_width > 0):
+      raise ValueError("LayoutSizes.packed_rows and packed_width are set together (both 0: no "
+                       f"packing), got {self.packed_rows} and {self.packed_width}")
+    row = self.max_row_frames + self.max_row_tokens
+    if self.packed and self.packed_width < row:
+      raise ValueError(f"LayoutSizes.packed_width ({self.packed_width}) must hold one whole row: "
+                       f"at least max_row_frames + max_row_tokens = {row}")
+
+  @property
+  def packed(self) -> bool:
+    return self.packed_rows > 0
 
 
 def field_shapes(sizes: LayoutSizes, frame_dim: int, fields) -> dict:
@@ -127,6 +155,9 @@ def field_shapes(sizes: LayoutSizes, frame_dim: int, fields) -> dict:
       "qa_mask": ((s.answers, s.max_qa_tokens), np.int32),
       "qa_target": ((), np.int32),
       "qa_st_ed": ((2,), np.int32),
+      "pack_src": ((s.packed_rows, s.packed_width), np.int32),
+      "pack_seg": ((s.packed_rows, s.packed_width), np.int32),
+      "unpack_src": ((s.max_rows, s.max_row_frames + s.max_row_tokens), np.int32),
   }
   return {name: known[name] for name in fields}
 

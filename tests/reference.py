@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 
+import jax
+import numpy as np
+
 from hero_jax import convert
 from hero_jax.model.config import HeroConfig
 from hero_jax.model.params import abstract_params
@@ -76,3 +79,18 @@ def vsm_settings():
                          margin=c["margin"], ranking_loss=c["ranking_loss_type"],
                          drop_svmr_prob=c["drop_svmr_prob_at_fixture_time"],
                          hard_pool_size=on["hard_pool_size"], hard_neg_weight=on["hard_neg_weight"])
+
+
+def assert_same_losses(name: str, batch_a: dict, batch_b: dict) -> None:
+  """Objective ``name`` on the fixture model gives the same loss and metrics
+  on two batches of the same videos (laid out differently)."""
+  from hero_jax.model.hero import Hero
+  from hero_jax.objectives import registry
+  model, weights, objective = Hero(model_config()), params(), registry.get(name)
+  loss_fn = jax.jit(lambda b: objective.loss(model, weights, b, objective.make_settings()))
+  loss_a, metrics_a = loss_fn(batch_a)
+  loss_b, metrics_b = loss_fn(batch_b)
+  np.testing.assert_allclose(loss_b, loss_a, rtol=1e-5, atol=1e-6)
+  for key in metrics_a:
+    np.testing.assert_allclose(metrics_b[key], metrics_a[key], rtol=1e-5, atol=1e-5,
+                               err_msg=key)

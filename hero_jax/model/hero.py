@@ -129,8 +129,8 @@ class CrossModalTransformer(nn.Module):
     self.sow("intermediates", "embedding", x)
     return x
 
-  def encode(self, x, mask, deterministic):
-    return self.encoder(x, mask, deterministic)
+  def encode(self, x, mask, deterministic, segments=None):
+    return self.encoder(x, mask, deterministic, segments)
 
   def mlm_logits(self, x):
     return self.lm_head(x, self.embeddings.word_embeddings.attend)
@@ -272,12 +272,26 @@ class HierarchicalEncoder(nn.Module):
       mfm_ids = _gather_rows(mfm_mask, batch["row_frame_idx"]) * row_frame_mask
     x, mask = self.f_encoder.embed_rows(batch["row_ids"], batch["row_txt_mask"], row_feats,
                                         row_frame_mask, mfm_ids, deterministic)
-    v, r = x.shape[:2]
-    flat = x.reshape((v * r,) + x.shape[2:])
-    flat = L.constrain(flat, ("batch", "length", "embed"))
-    out = self.f_encoder.encode(flat, mask.reshape(v * r, -1), deterministic).reshape(x.shape)
+    if "pack_src" in batch:
+      out = self._encode_packed(x, batch, deterministic)
+    else:
+      v, r = x.shape[:2]
+      flat = x.reshape((v * r,) + x.shape[2:])
+      flat = L.constrain(flat, ("batch", "length", "embed"))
+      out = self.f_encoder.encode(flat, mask.reshape(v * r, -1), deterministic).reshape(x.shape)
     self.sow("intermediates", "cross_modal_output", out)
     return out
+
+  def _encode_packed(self, x, batch, deterministic):
+    """Embedded rows [V, R, M+T, H] -> packed rows [V*P, W, H] -> encoder ->
+    back to [V, R, M+T, H] (``hero_jax.packing``; padding slots get any output)."""
+    v, p, w = batch["pack_src"].shape
+    slots = x.reshape(v, -1, x.shape[-1])
+    packed = _gather_rows(slots, batch["pack_src"]).reshape(v * p, w, x.shape[-1])
+    packed = L.constrain(packed, ("batch", "length", "embed"))
+    out = self.f_encoder.encode(packed, None, deterministic,
+                                segments=batch["pack_seg"].reshape(v * p, w))
+    return _gather_rows(out.reshape(v, p * w, x.shape[-1]), batch["unpack_src"])
 
   def fuse(self, batch, *, mfm_mask=None, deterministic=True):
     """The temporal input before positions: frame_transform(raw) + matched.

@@ -93,6 +93,14 @@ def attention_bias(mask: jax.Array) -> jax.Array:
   return ((1.0 - mask.astype(_f32)) * ATTENTION_MASK_VALUE)[..., None, None, :]
 
 
+def segment_bias(segments: jax.Array) -> jax.Array:
+  """[..., L] segment ids (0: empty) -> additive bias [..., 1, L, L] (float32):
+  a position sees the keys of its own segment, exactly as ``attention_bias``
+  of that segment alone (0 or -10000)."""
+  same = (segments[..., :, None] == segments[..., None, :]) & (segments[..., None, :] > 0)
+  return jnp.where(same, 0.0, ATTENTION_MASK_VALUE).astype(_f32)[..., None, :, :]
+
+
 def mask_logits(x: jax.Array, mask: jax.Array) -> jax.Array:
   """HERO's ``mask_logits``: masked positions become exactly -1e4."""
   mask = mask.astype(x.dtype)
@@ -185,8 +193,10 @@ class BertEncoder(nn.Module):
   num_layers: int
 
   @nn.compact
-  def __call__(self, x, mask, deterministic: bool):
-    bias = attention_bias(mask)
+  def __call__(self, x, mask, deterministic: bool, segments=None):
+    """``mask``: [..., L] 0/1 key mask; or, for packed rows, ``segments``
+    [..., L] instead (``segment_bias``)."""
+    bias = attention_bias(mask) if segments is None else segment_bias(segments)
     for i in range(self.num_layers):
       x = BertLayer(self.cfg, name=f"layer_{i}")(x, bias, deterministic)
       x = constrain(x, ("batch",) * (x.ndim - 2) + ("length", "embed"))

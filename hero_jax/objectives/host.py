@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from hero_jax import layout
+from hero_jax import layout, packing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,14 +83,15 @@ def _overflow(video, field: str, value: int, limit_name: str, limit: int) -> Val
 
 
 def build_video_fields(video: layout.VideoExample, ctx: HostContext,
-                       row_texts: Sequence[np.ndarray], stats=None) -> dict:
-  """The six ``layout.VIDEO_FIELDS`` of one video (no V axis).
+                       row_texts: Sequence[np.ndarray], stats=None, pack: bool = True) -> dict:
+  """The six ``layout.VIDEO_FIELDS`` of one video (no V axis), and the
+  ``layout.PACK_FIELDS`` when the sizes pack rows (and ``pack``).
 
   ``row_texts[r]`` is the full text of row r, leading special id included.
   Sizes that would silently change the model input (frames, rows, frames of a
-  row) raise; text longer than T is cut to T (the original never cuts the
-  'repr' text, so this only happens with a T smaller than the data needs) and
-  the dropped tokens are counted under ``"row_tokens_truncated"``.
+  row, packed rows) raise; text longer than T is cut to T (the original never
+  cuts the 'repr' text, so this only happens with a T smaller than the data
+  needs) and the dropped tokens are counted under ``"row_tokens_truncated"``.
   """
   s = ctx.sizes
   n = video.num_frames
@@ -118,7 +119,7 @@ def build_video_fields(video: layout.VideoExample, ctx: HostContext,
     row_frame_idx[r, :fr.size] = fr
     row_frame_mask[r, :fr.size] = 1
   row_ids, row_txt_mask = text_rows(row_texts, ctx, stats)
-  return {
+  out = {
       "frames": frames,
       "frame_mask": frame_mask,
       "row_ids": row_ids,
@@ -126,6 +127,13 @@ def build_video_fields(video: layout.VideoExample, ctx: HostContext,
       "row_frame_idx": row_frame_idx,
       "row_frame_mask": row_frame_mask,
   }
+  if pack and s.packed:
+    try:
+      out.update(packing.pack_fields(row_frame_mask, row_txt_mask, s))
+    except packing.RowsDoNotFit as e:
+      raise ValueError(f"video {video.vid!r}: {e}; raise packed_rows (or packed_width) in the "
+                       "layout sizes") from None
+  return out
 
 
 def text_rows(row_texts: Sequence[np.ndarray], ctx: HostContext, stats=None,

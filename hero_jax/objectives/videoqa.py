@@ -60,7 +60,7 @@ def build_videoqa_example(item: layout.QueryExample, ctx: host.HostContext, stat
   check_question(query, s.answers)
   texts = qa_texts(query, ctx)
   rows = host.sep_row_texts(video, ctx)
-  out = host.build_video_fields(video, ctx, rows, stats)
+  out = host.build_video_fields(video, ctx, rows, stats, pack=False)   # rows differ per answer
   out["qa_row_ids"] = np.full((s.answers, s.max_rows, s.max_row_tokens), ctx.ids.pad, np.int32)
   out["qa_row_txt_mask"] = np.zeros((s.answers, s.max_rows, s.max_row_tokens), np.int32)
   out["qa_ids"] = np.full((s.answers, s.max_qa_tokens), ctx.ids.pad, np.int32)

@@ -1,0 +1,85 @@
+"""Packing subtitle rows: several short cross-modal rows share one wide row.
+
+HERO runs one ``[frames ; text]`` row per subtitle, padded to the most frames
+and the longest text of the batch; on TV-like data about a third of the
+executed slots are padding. Packing places the real slots of a video's rows
+back to back in ``packed_rows`` rows of ``packed_width`` slots (first fit, the
+longest rows first), and a block-diagonal attention mask (``pack_seg``) keeps
+each subtitle row attending only to itself. Masked keys get exactly zero
+attention weight either way, and positions are embedded before packing, so
+every real output is the unpacked one (``tests/test_packing.py``).
+
+Host side only (numpy); the model side is ``HierarchicalEncoder.cross_modal``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hero_jax import layout
+
+
+class RowsDoNotFit(ValueError):
+  """The rows of a video need more packed rows than ``packed_rows``."""
+
+
+def row_lengths(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray) -> np.ndarray:
+  """Real slots of each row [R]: its frames then its text, both left-aligned."""
+  return row_frame_mask.sum(-1) + row_txt_mask.sum(-1)
+
+
+def assign_rows(lengths, packed_rows: int, packed_width: int) -> list:
+  """First-fit decreasing: ``[(row, packed row, offset)]`` for every non-empty
+  row; ``RowsDoNotFit`` when ``packed_rows`` rows are not enough."""
+  free = []                       # free slots of each packed row opened so far
+  placed = []
+  for r in sorted(range(len(lengths)), key=lambda r: -int(lengths[r])):   # stable
+    n = int(lengths[r])
+    if n == 0:
+      continue
+    if n > packed_width:
+      raise RowsDoNotFit(f"row {r} has {n} slots, more than packed_width={packed_width}")
+    p = next((i for i, f in enumerate(free) if f >= n), len(free))
+    if p == len(free):
+      free.append(packed_width)
+    placed.append((r, p, packed_width - free[p]))
+    free[p] -= n
+  if len(free) > packed_rows:
+    raise RowsDoNotFit(f"the rows need {len(free)} packed rows of {packed_width} slots, more "
+                       f"than packed_rows={packed_rows}")
+  return placed
+
+
+def pack_fields(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray,
+                sizes: layout.LayoutSizes) -> dict:
+  """The ``layout.PACK_FIELDS`` of one video (no V axis) from its row masks."""
+  m = row_frame_mask.shape[-1]
+  width = m + row_txt_mask.shape[-1]
+  frames_n, text_n = row_frame_mask.sum(-1), row_txt_mask.sum(-1)
+  pack_src = np.zeros((sizes.packed_rows, sizes.packed_width), np.int32)
+  pack_seg = np.zeros((sizes.packed_rows, sizes.packed_width), np.int32)
+  unpack_src = np.zeros(row_txt_mask.shape[:-1] + (width,), np.int32)
+  for r, p, offset in assign_rows(frames_n + text_n, sizes.packed_rows, sizes.packed_width):
+    # The row's real slots in the unpacked [M frames ; T text] layout.
+    slots = np.concatenate([np.arange(frames_n[r]), m + np.arange(text_n[r])])
+    at = offset + np.arange(slots.size)
+    pack_src[p, at] = r * width + slots
+    pack_seg[p, at] = r + 1
+    unpack_src[r, slots] = p * sizes.packed_width + at
+  return {"pack_src": pack_src, "pack_seg": pack_seg, "unpack_src": unpack_src}
+
+
+def rows_needed(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray, packed_width: int) -> int:
+  """Packed rows of ``packed_width`` one video needs (to choose ``packed_rows``)."""
+  lengths = row_lengths(row_frame_mask, row_txt_mask)
+  return 1 + max((p for _, p, _ in assign_rows(lengths, len(lengths), packed_width)), default=-1)
+
+
+def slot_counts(batch: dict) -> dict:
+  """Useful vs executed cross-modal slots of a batch (packed or not)."""
+  useful = int(np.sum(batch["row_frame_mask"]) + np.sum(batch["row_txt_mask"]))
+  if "pack_seg" in batch:
+    executed = int(np.prod(batch["pack_seg"].shape))
+  else:
+    executed = int(np.prod(batch["row_frame_mask"].shape) + np.prod(batch["row_txt_mask"].shape))
+  return {"useful": useful, "executed": executed}

@@ -1,0 +1,106 @@
+"""Packed cross-modal rows: the host packing is a bijection of the real slots,
+and packed batches give the unpacked losses and outputs on the fixture model."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from hero_jax import layout, packing
+from hero_jax.model.hero import Hero
+from hero_jax.objectives import host
+from tests import fixture_batches as fb
+from tests import reference
+
+OBJECTIVES = ("mlm", "mfm-nce", "mffr", "fom", "vsm")
+
+
+def random_rows(rng, rows=12, m=5, t=9):
+  frames_n = rng.integers(0, m + 1, size=rows)
+  text_n = rng.integers(1, t + 1, size=rows)
+  text_n[rng.integers(rows):] = 0          # trailing padded rows
+  frames_n[text_n == 0] = 0
+  row_frame_mask = (np.arange(m) < frames_n[:, None]).astype(np.int32)
+  row_txt_mask = (np.arange(t) < text_n[:, None]).astype(np.int32)
+  return row_frame_mask, row_txt_mask
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_packing_moves_every_real_slot_once_and_back(seed):
+  rng = np.random.default_rng(seed)
+  rfm, rtm = random_rows(rng)
+  width = int(rng.integers(14, 40))
+  rows = max(1, packing.rows_needed(rfm, rtm, width))   # no real row: none needed
+  sizes = layout.LayoutSizes(max_rows=12, max_row_frames=5, max_row_tokens=9,
+                             packed_rows=rows, packed_width=width)
+  out = packing.pack_fields(rfm, rtm, sizes)
+  real = np.concatenate([rfm, rtm], axis=1).astype(bool)      # [R, M+T]
+  src, seg = out["pack_src"][out["pack_seg"] > 0], out["pack_seg"][out["pack_seg"] > 0]
+  # Every real slot is packed exactly once, and nothing else is.
+  assert sorted(src) == sorted(np.flatnonzero(real))
+  assert np.array_equal(seg - 1, src // real.shape[1])          # segment = its row
+  # Unpacking finds each real slot where it was packed.
+  flat_src = out["pack_src"].reshape(-1)
+  assert np.array_equal(flat_src[out["unpack_src"][real]], np.flatnonzero(real))
+  # A row's slots are contiguous, in the row's order (frames, then text).
+  for r in np.unique(seg):
+    p, w = np.nonzero(out["pack_seg"] == r)
+    assert len(set(p)) == 1 and np.array_equal(w, np.arange(w[0], w[0] + len(w)))
+    assert np.all(np.diff(out["pack_src"][p, w]) > 0)
+  assert rows <= max(1, int(np.ceil(2 * real.sum() / width)))  # first fit: < half wasted
+
+
+def test_packing_errors_name_the_size_and_the_video():
+  with pytest.raises(ValueError, match="packed_rows and packed_width are set together"):
+    layout.LayoutSizes(packed_rows=4)
+  with pytest.raises(ValueError, match=r"packed_width \(20\) must hold one whole row: at least"):
+    layout.LayoutSizes(max_row_frames=5, max_row_tokens=20, packed_rows=4, packed_width=20)
+  with pytest.raises(ValueError, match="LayoutSizes.packed_rows must be a non-negative integer"):
+    layout.LayoutSizes(packed_rows=-1, packed_width=30)
+  sizes = dataclasses.replace(fb.fixture_sizes(), packed_rows=1,
+                              packed_width=fb.fixture_sizes().max_row_frames
+                              + fb.fixture_sizes().max_row_tokens)
+  video = max(fb.videos(), key=lambda v: len(v.sub_ids))
+  ctx = dataclasses.replace(fb.host_context(), sizes=sizes)
+  with pytest.raises(ValueError, match=rf"video '{video.vid}': the rows need \d+ packed rows .*"
+                                       "more than packed_rows=1; raise packed_rows"):
+    host.repr_example(video, ctx)
+
+
+def packed_sizes() -> layout.LayoutSizes:
+  """The fixture sizes, packed as tightly as the fixture videos allow."""
+  sizes = fb.fixture_sizes()
+  width = sizes.max_row_frames + sizes.max_row_tokens
+  batch = fb.build_batch("repr")
+  rows = max(packing.rows_needed(f, t, width)
+             for f, t in zip(batch["row_frame_mask"], batch["row_txt_mask"]))
+  return dataclasses.replace(sizes, packed_rows=rows, packed_width=width)
+
+
+def test_fixture_batches_pack_tighter():
+  unpacked = packing.slot_counts(fb.build_batch("vsm"))
+  packed = packing.slot_counts(fb.build_batch("vsm", sizes=packed_sizes()))
+  assert packed["useful"] == unpacked["useful"]
+  assert packed["executed"] < unpacked["executed"]
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_packed_rows_give_the_unpacked_losses_and_outputs(name):
+  sizes = packed_sizes()
+  plain, packed = fb.build_batch(name), fb.build_batch(name, sizes=sizes)
+  assert set(packed) == set(plain) | set(layout.PACK_FIELDS)
+  reference.assert_same_losses(name, plain, packed)
+  if name == "mlm":   # the encoder's outputs too, every real frame and row slot
+    model, params = Hero(reference.model_config()), reference.params()
+    encode = jax.jit(lambda b: model.apply({"params": params}, b, mutable=["intermediates"]))
+    inputs = lambda b: {k: b[k] for k in layout.VIDEO_FIELDS + layout.PACK_FIELDS if k in b}  # noqa: E731
+    (seq_plain, inter_plain), (seq_packed, inter_packed) = encode(inputs(plain)), encode(inputs(packed))
+    real = plain["frame_mask"].astype(bool)
+    np.testing.assert_allclose(np.asarray(seq_packed)[real], np.asarray(seq_plain)[real],
+                               rtol=1e-5, atol=1e-5)
+    rows = lambda inter: np.asarray(  # noqa: E731
+        inter["intermediates"]["v_encoder"]["cross_modal_output"][0])
+    slots = np.concatenate([plain["row_frame_mask"], plain["row_txt_mask"]], -1).astype(bool)
+    np.testing.assert_allclose(rows(inter_packed)[slots], rows(inter_plain)[slots],
+                               rtol=1e-5, atol=1e-5)
