@@ -1,37 +1,52 @@
-"""Train-step benchmark: compile time, step time, videos/s, padding share and MFU per objective.
+"""Train-step benchmark: per objective and for the 2:2:1:2 task mix, videos/s,
+useful and executed FLOPs, MFU, compile time and peak memory.
 
-  python benchmarks/train_step.py                 # tiny and base configs, CPU
-  python benchmarks/train_step.py --models base --steps 5 --peak_tflops 989   # e.g. an H100 (bf16 dense)
+  python benchmarks/train_step.py                          # CPU: tiny and base, TV-like rows
+  python benchmarks/train_step.py --rows uniform           # the README's older uniform batch
+  python benchmarks/train_step.py --pack 96                # rows packed into rows of 96 slots
+  python benchmarks/train_step.py --models base --dtype bfloat16 --batch 64 --pack 96  # a GPU/TPU
 
-The batch is the one the original HERO was measured with on a 2-core CPU:
-8 videos per step, 60 frames and 20 subtitles of 12 tokens per video, fp32,
-one objective per step (the original: 9-11 s per step, 0.8-0.9 videos/s).
-``vcmr`` (TVR fine-tuning) takes one query per video instead of VSM's five;
-``videoqa`` one question per video with five answers (five copies of the
-video's rows; videos/s counts questions, the answer copies are printed too).
-FLOPs come from XLA's cost analysis of the compiled step; MFU is against
-``--peak_tflops``, or on CPU against a float32 matmul peak measured here
-with numpy (stated in the output).
+Rows (``--rows``):
+  ``tv``       the original's kind of video: 40-60 frames (60-90 s at 1.5 s per
+               frame), about 20 subtitles of 6-18 tokens, 1-5 frames each (a
+               few frames unmatched, some videos with a subtitle that lost its
+               frames), varying per video; the layout sizes fit the batch as a
+               user would (the most frames/rows/row frames/tokens of any video).
+  ``uniform``  8 x 60 frames x 20 subtitles x 12 tokens, 3 frames per subtitle.
+
+FLOPs: *executed* is XLA's cost analysis of the compiled step (what the device
+runs, padding included). *Useful* takes out the padding of the two
+transformer stacks, counted analytically (per layer and token 24 H^2 + 4 L H
+multiply-adds, x3 for forward and backward) from the real row lengths; the
+heads and embeddings are counted as executed. MFU = FLOP/s over the device's
+peak: ``--peak_tflops``, else a known peak for the device kind (bf16 dense),
+else on CPU a numpy float32 matmul measured now. Peak memory: the device's
+``peak_bytes_in_use`` where it reports one, else the process's peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import resource
 import time
 
 import jax
 import numpy as np
 
-from hero_jax import layout
+from hero_jax import layout, packing
 from hero_jax.data import pipeline, records
 from hero_jax.model.hero import Hero
 from hero_jax.objectives import host, registry
 from hero_jax.train import optimizer, sharding, step as step_lib, tasks
 
 OBJECTIVES = ("mlm", "mfm-nce", "fom", "vsm", "vcmr", "videoqa")
+MIX = {"mlm": 2, "mfm-nce": 2, "fom": 1, "vsm": 2}   # the pre-training task mix
 ANSWERS, QA_Q, QA_A = 5, 10, 5   # video QA: 5 answers, 10-token questions, 5-token answers
-VIDEOS, FRAMES, SUBS, TOKENS = 8, 60, 20, 12
+MAX_TXT_LEN = 60
+# bf16 dense peaks (TFLOP/s) by device kind, for MFU when --peak_tflops is not given
+KNOWN_PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0, "TPU v5 lite": 197.0,
+               "TPU v5p": 459.0, "TPU v6 lite": 918.0}
 
 
 def measured_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
@@ -45,57 +60,123 @@ def measured_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
   return 2 * n ** 3 / best / 1e9
 
 
-def videos(cfg, vocab_hi: int) -> list:
+def uniform_video(rng, name, dim, vocab_hi):
+  frames, subs, tokens = 60, 20, 12
+  ids = [rng.integers(5, vocab_hi, size=tokens) for _ in range(subs)]
+  sub_frames = [np.arange(s * 3, (s + 1) * 3) for s in range(subs)]
+  return layout.VideoExample(name, rng.normal(size=(frames, dim)).astype(np.float32), ids,
+                             sub_frames)
+
+
+def tv_video(rng, name, dim, vocab_hi):
+  """A TV-like video: subtitles of 1-5 consecutive frames (mode 3) with a few
+  unmatched frames between them; in 30% of videos one subtitle has none."""
+  num_frames = int(rng.integers(40, 61))
+  sub_frames, frame = [], int(rng.integers(0, 2))
+  while True:
+    n = int(rng.choice([1, 2, 3, 4, 5], p=[0.1, 0.2, 0.4, 0.2, 0.1]))
+    if frame + n > num_frames:
+      break
+    sub_frames.append(np.arange(frame, frame + n))
+    frame += n + int(rng.random() < 0.1)   # now and then an unmatched frame
+  if rng.random() < 0.3:
+    sub_frames[int(rng.integers(1, len(sub_frames)))] = np.arange(0)
+  ids = [rng.integers(5, vocab_hi, size=int(rng.integers(6, 19))) for _ in sub_frames]
+  return layout.VideoExample(name, rng.normal(size=(num_frames, dim)).astype(np.float32), ids,
+                             sub_frames)
+
+
+def make_videos(rows: str, count: int, dim: int, vocab_hi: int) -> list:
   rng = np.random.default_rng(0)
-  frames_per_sub = FRAMES // SUBS
-  out = []
-  for v in range(VIDEOS):
-    ids = [rng.integers(5, vocab_hi, size=TOKENS) for _ in range(SUBS)]
-    frames = [np.arange(s * frames_per_sub, (s + 1) * frames_per_sub) for s in range(SUBS)]
-    out.append(layout.VideoExample(f"bench{v}", rng.normal(size=(FRAMES, cfg.frame_feat_dim))
-                                   .astype(np.float32), ids, frames))
-  return out
+  make = tv_video if rows == "tv" else uniform_video
+  return [make(rng, f"bench{v}", dim, vocab_hi) for v in range(count)]
 
 
-def make_batch(objective: str, cfg, ctx) -> dict:
+def fitted_sizes(videos, pack_width: int, queries: int = 5) -> layout.LayoutSizes:
+  """Sizes a user would choose for these videos (the batch's largest of each)."""
+  longest = max(min(len(t), MAX_TXT_LEN) for v in videos for t in v.sub_ids)
+  sizes = layout.LayoutSizes(
+      max_frames=max(v.num_frames for v in videos), max_rows=max(len(v.sub_ids) for v in videos),
+      max_row_frames=max(max(len(f) for f in v.sub_frames) for v in videos),
+      max_row_tokens=longest + 1, queries=queries, max_query_tokens=longest + 1,
+      max_predictions=max(sum(len(t) for t in v.sub_ids) for v in videos) // 4 + 8)
+  if not pack_width:
+    return sizes
+  ctx = host.HostContext(sizes=sizes, queries_per_video=queries)
+  repr_rows = layout.stack_examples([host.repr_example(v, ctx) for v in videos])
+  rows = max(packing.rows_needed(f, t, pack_width)
+             for f, t in zip(repr_rows["row_frame_mask"], repr_rows["row_txt_mask"]))
+  return dataclasses.replace(sizes, packed_rows=rows, packed_width=pack_width)
+
+
+def make_batch(objective: str, videos, ctx) -> dict:
   rng = np.random.default_rng(1)
-  items = videos(cfg, ctx.ids.v_range[1])
+  items = videos
   if registry.get(objective).records == "moments":   # TVR fine-tuning: one query per video
     ctx = dataclasses.replace(ctx, sizes=dataclasses.replace(ctx.sizes, queries=1),
                               queries_per_video=1)
     items = [layout.QueryExample(v, records.MomentQuery(
-        qid=v.vid, vid=v.vid, text="", token_ids=v.sub_ids[0][:TOKENS], ts=(3.0, 9.0),
-        duration=FRAMES * 1.5)) for v in items]
+        qid=v.vid, vid=v.vid, text="", token_ids=v.sub_ids[0], ts=(3.0, 9.0),
+        duration=v.num_frames * 1.5)) for v in videos]
   if registry.get(objective).records == "qa":   # TVQA: one question, five answer copies
     qa = 2 + QA_Q + QA_A
-    ctx = dataclasses.replace(ctx, sizes=dataclasses.replace(
-        ctx.sizes, queries=1, answers=ANSWERS, max_qa_tokens=qa,
-        max_row_tokens=ctx.sizes.max_row_tokens + qa), queries_per_video=1, max_txt_len=120)
+    sizes = dataclasses.replace(ctx.sizes, queries=1, answers=ANSWERS, max_qa_tokens=qa,
+                                max_row_tokens=ctx.sizes.max_row_tokens + qa)
+    if sizes.packed:   # wide enough for the longer rows (QA does not pack them)
+      sizes = dataclasses.replace(sizes, packed_width=max(
+          sizes.packed_width, sizes.max_row_frames + sizes.max_row_tokens))
+    ctx = dataclasses.replace(ctx, sizes=sizes, queries_per_video=1, max_txt_len=120)
     items = [layout.QueryExample(v, records.QaQuery(
         qid=v.vid, vid=v.vid, question="", answers=[""] * ANSWERS,
         question_ids=v.sub_ids[0][:QA_Q], answer_ids=[v.sub_ids[k][:QA_A] for k in range(ANSWERS)],
-        answer_idx=1, ts=(3.0, 9.0))) for v in items]
+        answer_idx=1, ts=(3.0, 9.0))) for v in videos]
   examples = [registry.get(objective).make_example(x, rng, ctx) for x in items]
   return {k: v[None] for k, v in layout.stack_examples(examples).items()}
 
 
-def eval_seconds(cfg, params, batch, steps: int) -> float:
-  """Seconds per forward pass of HeroForVideoQA on the batch (evaluation)."""
-  fn = jax.jit(lambda p, b: Hero(cfg).apply({"params": p}, b, method=Hero.videoqa_logits))
-  one = {k: v[0] for k, v in batch.items()}
-  jax.block_until_ready(fn(params, one))
-  start = time.perf_counter()
-  for _ in range(steps):
-    out = fn(params, one)
-  jax.block_until_ready(out)
-  return (time.perf_counter() - start) / steps
+def stack_flops(lengths, batch_rows: int, width: int, layers: int, hidden: int) -> float:
+  """Training FLOPs of a transformer stack: real rows of ``lengths``, or
+  ``batch_rows`` rows of ``width`` when lengths is None (executed)."""
+  per_token = lambda n: 2 * 3 * layers * (12 * hidden * hidden + 2 * n * hidden)  # noqa: E731
+  if lengths is None:
+    return batch_rows * width * per_token(width)
+  return float(sum(n * per_token(n) for n in lengths))
 
 
-def bench(name: str, cfg, steps: int, peak_gflops: float, objectives=OBJECTIVES) -> None:
-  sizes = layout.LayoutSizes(max_frames=FRAMES, max_rows=SUBS, max_row_frames=FRAMES // SUBS,
-                             max_row_tokens=TOKENS + 1, queries=5, max_query_tokens=TOKENS + 1,
-                             max_predictions=48)
+def padding_flops(batch: dict, cfg) -> float:
+  """Executed minus useful FLOPs of the cross-modal and temporal stacks."""
+  b = {k: v[0] for k, v in batch.items()}
+  if "qa_row_txt_mask" in b:   # the rows of every answer copy
+    txt = b["qa_row_txt_mask"].reshape((-1,) + b["qa_row_txt_mask"].shape[-2:])
+    frames = np.repeat(b["row_frame_mask"], txt.shape[0] // b["row_frame_mask"].shape[0], axis=0)
+  else:
+    txt, frames = b["row_txt_mask"], b["row_frame_mask"]
+  lengths = (txt.sum(-1) + frames.sum(-1)).reshape(-1)
+  real = lengths[lengths > 0]
+  if "pack_seg" in b:
+    rows, width = int(np.prod(b["pack_seg"].shape[:-1])), b["pack_seg"].shape[-1]
+  else:
+    rows, width = lengths.size, txt.shape[-1] + frames.shape[-1]
+  h = cfg.hidden_size
+  cross = (stack_flops(None, rows, width, cfg.cross_layers, h)
+           - stack_flops(real, 0, 0, cfg.cross_layers, h))
+  clip = b["frame_mask"].sum(-1)
+  temporal = (stack_flops(None, clip.size, b["frame_mask"].shape[-1], cfg.temporal_layers, h)
+              - stack_flops(clip, 0, 0, cfg.temporal_layers, h))
+  return cross + temporal
+
+
+def peak_memory_gib() -> tuple:
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    return stats["peak_bytes_in_use"] / 2 ** 30, "device"
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "host RSS"
+
+
+def bench(name: str, cfg, args, peak_gflops: float) -> None:
   ids = host.SpecialIds(mask=min(cfg.vocab_size - 1, 50264), v_range=(4, min(cfg.vocab_size, 50261)))
+  videos = make_videos(args.rows, args.batch, cfg.frame_feat_dim, ids.v_range[1])
+  sizes = fitted_sizes(videos, args.pack)
   ctx = host.HostContext(sizes=sizes, ids=ids, queries_per_video=5)
   mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
   rules = sharding.DEFAULT_RULES
@@ -108,14 +189,16 @@ def bench(name: str, cfg, steps: int, peak_gflops: float, objectives=OBJECTIVES)
     return states[heads]
   state = state_for(cfg.heads)
   print(f"\n{name}: {sum(x.size for x in jax.tree.leaves(state.params)):,} params, "
-        f"{VIDEOS} videos x {FRAMES} frames x {SUBS} subtitles x {TOKENS} tokens, "
-        f"compute {cfg.dtype}")
-  print(f"{'objective':9s} {'compile s':>9s} {'step s':>8s} {'videos/s':>9s} {'padding':>8s} "
-        f"{'GFLOP/step':>11s} {'GFLOP/s':>8s} {'MFU':>6s}")
-  for objective in objectives:
+        f"{args.batch} videos per step, {args.rows} rows, compute {cfg.dtype}, "
+        f"{'packed rows of ' + str(args.pack) if args.pack else 'unpacked'}; sizes {sizes}")
+  print(f"{'objective':9s} {'compile s':>9s} {'step s':>8s} {'videos/s':>9s} "
+        f"{'executed GFLOP':>14s} {'useful GFLOP':>12s} {'useful/exec':>11s} {'GFLOP/s':>8s} "
+        f"{'MFU':>6s} {'useful MFU':>10s}")
+  results = {}
+  for objective in args.objectives:
     heads = registry.get(objective).heads or cfg.heads
     state = state_for(heads)
-    batch = make_batch(objective, cfg, ctx)
+    batch = make_batch(objective, videos, ctx)
     settings = registry.get(objective).make_settings({})
     run = step_lib.make_train_step(Hero(cfg.replace(heads=heads)), registry.get(objective),
                                    settings, tx, mesh, rules, step_lib.state_shardings(state),
@@ -128,45 +211,57 @@ def bench(name: str, cfg, steps: int, peak_gflops: float, objectives=OBJECTIVES)
     compile_s = time.perf_counter() - start
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    gflop = float(cost.get("flops", float("nan"))) / 1e9
+    executed = float(cost.get("flops", float("nan"))) / 1e9
+    useful = executed - padding_flops(batch, cfg) / 1e9
     state, out = run(state, arrays, key)  # warm-up (the jit cache reuses the compilation)
     jax.block_until_ready(out)
-    start = time.perf_counter()
-    for _ in range(steps):
+    times = []
+    for _ in range(args.steps):
+      start = time.perf_counter()
       state, out = run(state, arrays, key)
-    jax.block_until_ready(out)
+      jax.block_until_ready(out)
+      times.append(time.perf_counter() - start)
     states[heads] = state
-    step_s = (time.perf_counter() - start) / steps
-    padding = layout.padding_share({k: v[0] for k, v in batch.items()})
-    pad = np.mean(list(padding.values()))
-    copies = ""
-    if objective == "videoqa":
-      copies = (f"  ({ANSWERS * VIDEOS / step_s:.2f} answer copies/s; evaluation "
-                f"{VIDEOS / eval_seconds(cfg.replace(heads=heads), state.params, batch, steps):.2f} "
-                "questions/s)")
-    print(f"{objective:9s} {compile_s:9.1f} {step_s:8.3f} {VIDEOS / step_s:9.2f} {pad:8.3f} "
-          f"{gflop:11.1f} {gflop / step_s:8.1f} {gflop / step_s / peak_gflops:6.1%}{copies}")
+    step_s = float(np.median(times))
+    results[objective] = step_s
+    print(f"{objective:9s} {compile_s:9.1f} {step_s:8.3f} {args.batch / step_s:9.2f} "
+          f"{executed:14.1f} {useful:12.1f} {useful / executed:11.3f} {executed / step_s:8.1f} "
+          f"{executed / step_s / peak_gflops:6.1%} {useful / step_s / peak_gflops:10.1%}")
+  if set(MIX) <= set(results):
+    mix_s = sum(w * results[o] for o, w in MIX.items()) / sum(MIX.values())
+    print(f"{'mix':9s} {'':9s} {mix_s:8.3f} {args.batch / mix_s:9.2f}   "
+          "(mlm:mfm-nce:fom:vsm = 2:2:1:2, mean step)")
+  memory, where = peak_memory_gib()
+  print(f"peak memory: {memory:.2f} GiB ({where})")
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", nargs="+", default=["tiny", "base"], choices=["tiny", "base"])
   parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--batch", type=int, default=8, help="videos per step (one device)")
+  parser.add_argument("--rows", default="tv", choices=["tv", "uniform"])
+  parser.add_argument("--pack", type=int, default=0,
+                      help="packed row width (0: one row per subtitle, as the original)")
   parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--peak_tflops", type=float, default=None,
-                      help="the device's peak; default: a numpy float32 matmul measured on CPU")
+                      help="the device's peak; default: known by device kind, or on CPU a numpy "
+                           "float32 matmul measured now")
   args = parser.parse_args()
   device = jax.devices()[0]
-  if args.peak_tflops:
-    peak = args.peak_tflops * 1e3
-    print(f"device: {device.device_kind}; peak stated: {args.peak_tflops} TFLOP/s")
+  known = next((v for k, v in KNOWN_PEAKS.items() if k in device.device_kind), None)
+  if args.peak_tflops or (known and device.platform != "cpu"):
+    tflops = args.peak_tflops or known
+    peak = tflops * 1e3
+    print(f"device: {device.device_kind}; peak: {tflops} TFLOP/s "
+          f"({'stated' if args.peak_tflops else 'bf16 dense, from the vendor'})")
   else:
     peak = measured_matmul_peak()
     print(f"device: {device.device_kind}; peak: {peak:.0f} GFLOP/s (numpy float32 2048^3 matmul, "
           f"measured now)")
   for name in args.models:
-    bench(name, tasks.PRESETS[name](dtype=args.dtype), args.steps, peak, args.objectives)
+    bench(name, tasks.PRESETS[name](dtype=args.dtype), args, peak)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,9 @@ def base_config(model: str = "base") -> ml_collections.ConfigDict:
       # Slices (multi-slice TPU) the data axis spans: global data = shape.data x dcn_data;
       # fsdp / model stay inside a slice, where the interconnect is fast.
       "dcn_data": 1,
+      # Local devices to use, the first N (0: all); one process only: to debug on one
+      # accelerator of a host, or to keep CPU tests off XLA's virtual devices.
+      "num_devices": 0,
       "rules": [list(r) for r in sharding.DEFAULT_RULES],
   })
   # Whole-split evaluation of downstream objectives (VCMR: hero_jax.eval.vcmr),

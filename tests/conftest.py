@@ -31,13 +31,23 @@ import pytest  # noqa: E402
 def reference_run(tmp_path_factory):
   """One uninterrupted ``tests/runs.py`` run: (workdir, data dir, environment).
 
-  Session-scoped, so the resume, preemption and bucket tests compare against
-  the same run and share its data and compilation cache."""
+  Session-scoped, so the resume and preemption tests compare against the same
+  run and share its data and compilation cache. Under pytest-xdist the workers
+  share it too: the first to need it runs it under a file lock, the others wait
+  and reuse it."""
+  import fcntl
+  import os
   from tests import runs
-  root = tmp_path_factory.mktemp("reference_run")
+  base = tmp_path_factory.getbasetemp()
+  root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "reference_run"
+  root.mkdir(exist_ok=True)
   env = runs.environment(root / "jax_cache")
   workdir, data_dir = root / "run", root / "tfds"
-  with open(root / "log.txt", "w") as log:
-    rc = runs.start(runs.command(workdir, data_dir), env, log).wait(timeout=900)
-  assert rc == 0, (root / "log.txt").read_text()[-3000:]
+  with open(root / "lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (root / "done").exists():
+      with open(root / "log.txt", "w") as log:
+        rc = runs.start(runs.command(workdir, data_dir), env, log).wait(timeout=900)
+      assert rc == 0, (root / "log.txt").read_text()[-3000:]
+      (root / "done").touch()
   return workdir, data_dir, env

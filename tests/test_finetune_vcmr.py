@@ -31,6 +31,7 @@ def tiny_config(tmp_path, **overrides):
   c.data.synthetic.update({"train_videos": 512, "val_videos": VAL_VIDEOS})
   c.train.num_steps = STEPS
   c.log_every, c.eval_every, c.checkpoint_every = 40, 0, STEPS
+  c.mesh.num_devices = 1   # the 8 virtual test devices would slow a tiny model down
   for key, value in overrides.items():
     c[key] = value
   c.lock()

@@ -1,13 +1,18 @@
-"""Preemption with data workers: SIGTERM to the whole process group, as a TPU VM's preemption
-(or ``kill -TERM -<pgid>``) sends it, saves a checkpoint, exits 0, leaves no worker process
-behind, and the restart continues bit for bit.
+"""Preemption with data workers in a bucket workdir: SIGTERM to the whole process group, as a TPU
+VM's preemption (or ``kill -TERM -<pgid>``) sends it, saves a checkpoint, exits 0, leaves no
+worker process behind, and the restart continues bit for bit.
 
-The runs are ``tests/runs.py``'s ``python -m hero_jax.main`` subprocesses with two grain workers per
-pipeline, each in its own process group (session), compared with the session's ``reference_run``.
+The run is ``tests/runs.py``'s ``python -m hero_jax.main`` with two grain workers per pipeline,
+in its own process group (session), with its workdir in ``gs://bucket/run``: ``tests/fake_gcs.py``
+maps every gs:// path onto a local folder (etils.epath mocked, orbax's TensorStore kvstore
+mapped), so the run takes the bucket code paths offline (epath for the config copy, metrics and
+TensorBoard events, orbax's GCS commit protocol). It must equal the session's ``reference_run``
+(no workers, a local folder) bit for bit.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -20,11 +25,14 @@ from tests import runs
 pytestmark = pytest.mark.slow  # trains a tiny model in subprocesses
 
 
-def start(workdir, data_dir, env, log):
-  """A run with two data workers per pipeline, in a new session: its process
-  group holds it and its workers only."""
-  return runs.start(runs.command(workdir, data_dir, "--config.data.worker_count=2"), env, log,
-                    start_new_session=True)
+WORKDIR = "gs://bucket/run"
+
+
+def start(bucket_root, data_dir, env, log):
+  """A run with two data workers per pipeline and its workdir in the bucket, in
+  a new session: its process group holds it and its workers only."""
+  argv = runs.command(WORKDIR, data_dir, "--config.data.worker_count=2", bucket_root=bucket_root)
+  return runs.start(argv, env, log, start_new_session=True)
 
 
 def group_members(pgid: int) -> list:
@@ -68,9 +76,9 @@ def kill_group(pgid: int) -> None:
     pass
 
 
-def run_to_end(workdir, data_dir, env, log_path) -> None:
+def run_to_end(bucket_root, data_dir, env, log_path) -> None:
   with open(log_path, "w") as log:
-    proc = start(workdir, data_dir, env, log)
+    proc = start(bucket_root, data_dir, env, log)
     try:
       rc = proc.wait(timeout=900)
     finally:
@@ -78,14 +86,16 @@ def run_to_end(workdir, data_dir, env, log_path) -> None:
   assert rc == 0, Path(log_path).read_text()[-3000:]
 
 
-def preempt(workdir, data_dir, env, log_path, after_step: int) -> None:
+def preempt(bucket_root, data_dir, env, log_path, after_step: int) -> None:
   """Starts a run, sends SIGTERM to its whole process group once checkpoint
-  ``after_step`` exists, and checks it saved, exited 0 and left nothing behind."""
+  ``after_step`` is committed, and checks it saved, exited 0 and left nothing behind."""
   with open(log_path, "w") as log:
-    proc = start(workdir, data_dir, env, log)
+    proc = start(bucket_root, data_dir, env, log)
     pgid = proc.pid  # the session leader's pid is the group id
     try:
-      runs.wait_for(proc, Path(workdir) / "checkpoints" / str(after_step))
+      # orbax's GCS protocol: a step is complete once its commit_success.txt exists.
+      runs.wait_for(proc, in_bucket(bucket_root) / "checkpoints" / str(after_step) /
+                    "commit_success.txt")
       os.killpg(pgid, signal.SIGTERM)
       rc = proc.wait(timeout=300)
       left = wait_group_gone(pgid)
@@ -99,11 +109,20 @@ def preempt(workdir, data_dir, env, log_path, after_step: int) -> None:
   assert "Traceback" not in text, text[-3000:]  # no worker died of the signal
 
 
-def test_sigterm_to_process_group_with_workers_saves_and_resumes_exactly(reference_run, tmp_path):
+def in_bucket(bucket_root) -> Path:
+  """The local folder that holds ``WORKDIR``."""
+  return Path(bucket_root) / "bucket" / "run"
+
+
+def test_sigterm_to_process_group_with_workers_in_a_bucket_saves_and_resumes_exactly(
+    reference_run, tmp_path):
   reference, data_dir, env = reference_run
-  resumed = tmp_path / "run"
-  preempt(resumed, data_dir, env, tmp_path / "b1.log", after_step=4)
-  assert 4 <= runs.checkpoint_steps(resumed)[-1] < runs.STEPS
-  run_to_end(resumed, data_dir, env, tmp_path / "b2.log")
-  # The reference ran without workers: workers change nothing, bit for bit.
-  runs.assert_same_run(reference, resumed)
+  root = tmp_path / "bucket_root"
+  preempt(root, data_dir, env, tmp_path / "b1.log", after_step=4)
+  assert 4 <= runs.checkpoint_steps(in_bucket(root))[-1] < runs.STEPS
+  run_to_end(root, data_dir, env, tmp_path / "b2.log")
+  run = in_bucket(root)
+  assert json.loads((run / "config.json").read_text())["train"]["num_steps"] == runs.STEPS
+  assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 2  # one per start
+  # The reference ran without workers, on a local disk: neither changes anything.
+  runs.assert_same_run(reference, run)

@@ -233,6 +233,10 @@ def test_mesh_shape_errors():
     sharding.make_mesh({"batch": 8})
   assert dict(sharding.make_mesh({"data": -1, "model": 2}).shape) == {"data": 4, "fsdp": 1,
                                                                        "model": 2}
+  assert sharding.mesh_devices(0) == jax.devices()
+  assert sharding.mesh_devices(1) == jax.devices()[:1]
+  with pytest.raises(ValueError, match=r"config.mesh.num_devices=9 must be 0 \(all\) or 1..8"):
+    sharding.mesh_devices(9)
 
 
 @pytest.mark.slow

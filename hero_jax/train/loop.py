@@ -66,7 +66,9 @@ class Trainer:
         t.learning_rate, t.warmup_steps, t.num_steps, b1=t.b1, b2=t.b2, eps=t.eps,
         weight_decay=t.weight_decay, grad_clip=t.grad_clip, lr_mul=t.lr_mul)
     # Where: the mesh and this process's share of each batch.
-    self.mesh = sharding.make_mesh(dict(config.mesh.shape), dcn_data=config.mesh.dcn_data)
+    self.mesh = sharding.make_mesh(dict(config.mesh.shape),
+                                   sharding.mesh_devices(config.mesh.num_devices),
+                                   dcn_data=config.mesh.dcn_data)
     self.rules = sharding.rules_from_config(config.mesh.rules)
     self.batch_shards, self.local_batch = sharding.batch_split(self.mesh, t.batch_videos)
     # The data, opened and checked against the model, and one pipeline per task.

@@ -59,6 +59,19 @@ def make_mesh(shape: dict, devices=None, dcn_data: int = 1) -> Mesh:
   return Mesh(grid, AXES, axis_types=auto)
 
 
+def mesh_devices(num_devices: int) -> list:
+  """The first ``num_devices`` devices (0: all), for ``config.mesh.num_devices``."""
+  devices = jax.devices()
+  if num_devices == 0:
+    return devices
+  if jax.process_count() > 1:
+    raise ValueError(f"config.mesh.num_devices={num_devices}: a subset of the devices works in a "
+                     f"single process only; this run has {jax.process_count()} (use 0: all)")
+  if not 0 < num_devices <= len(devices):
+    raise ValueError(f"config.mesh.num_devices={num_devices} must be 0 (all) or 1..{len(devices)}")
+  return devices[:num_devices]
+
+
 def ici_sizes(shape: dict, num_devices: int, dcn_data: int = 1) -> list[int]:
   """One slice's axis sizes (``AXES`` order), -1 resolved, checked against the devices."""
   unknown = [k for k in shape if k not in AXES]

@@ -110,4 +110,5 @@ def make_eval_step(model: Hero, objective, settings, mesh, rules, param_sharding
   def run(params, batch, step):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       return jitted(params, batch, step)
+  run.jitted = jitted
   return run
