@@ -71,7 +71,11 @@ def pack_fields(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray,
 
 def rows_needed(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray, packed_width: int) -> int:
   """Packed rows of ``packed_width`` one video needs (to choose ``packed_rows``)."""
-  lengths = row_lengths(row_frame_mask, row_txt_mask)
+  return rows_for(row_lengths(row_frame_mask, row_txt_mask), packed_width)
+
+
+def rows_for(lengths, packed_width: int) -> int:
+  """Packed rows of ``packed_width`` that rows of ``lengths`` slots need."""
   return 1 + max((p for _, p, _ in assign_rows(lengths, len(lengths), packed_width)), default=-1)
 
 
@@ -83,3 +87,60 @@ def slot_counts(batch: dict) -> dict:
   else:
     executed = int(np.prod(batch["row_frame_mask"].shape) + np.prod(batch["row_txt_mask"].shape))
   return {"useful": useful, "executed": executed}
+
+
+def video_row_lengths(video: layout.VideoExample, max_txt_len: int) -> np.ndarray:
+  """Real slots of each row of a video as the pre-training transforms lay it
+  out: its frames, [SEP]/[CLS] and the subtitle cut to ``max_txt_len``."""
+  return np.array([len(fr) + 1 + min(len(ids), max_txt_len)
+                   for fr, ids in zip(video.sub_frames, video.sub_ids)], np.int64)
+
+
+def fit_report(videos, widths, max_txt_len: int = 60) -> list:
+  """Per packed width: packed rows needed per video (max, p99, p50) and the share
+  of executed cross-modal slots that are real, packed (P = the max) and unpacked."""
+  lengths = [video_row_lengths(v, max_txt_len) for v in videos]
+  lengths = [x for x in lengths if x.size]
+  frames = max(max(len(fr) for fr in v.sub_frames) for v in videos if v.sub_frames)
+  tokens = 1 + max(min(len(i), max_txt_len) for v in videos for i in v.sub_ids)
+  useful = sum(int(x.sum()) for x in lengths)
+  rows = max(x.size for x in lengths)
+  out = []
+  for width in widths:
+    if width < frames + tokens:
+      continue   # must hold the longest row
+    need = np.array([rows_for(x, width) for x in lengths])
+    out.append({"packed_width": width, "packed_rows": int(need.max()),
+                "p99": float(np.percentile(need, 99)), "p50": float(np.median(need)),
+                "packed_real_share": useful / (len(lengths) * int(need.max()) * width),
+                "unpacked_real_share": useful / (len(lengths) * rows * (frames + tokens))})
+  return out
+
+
+def main(argv=None) -> None:
+  """``python -m hero_jax.packing --data_dir D``: how many packed rows a dataset needs."""
+  import argparse
+  from hero_jax.data import pipeline
+  parser = argparse.ArgumentParser(description=main.__doc__)
+  parser.add_argument("--data_dir", required=True, help="the TFDS data_dir of the built set")
+  parser.add_argument("--dataset", default="hero_tv/videos")
+  parser.add_argument("--split", default="train")
+  parser.add_argument("--max_clip_len", type=int, default=100)
+  parser.add_argument("--max_txt_len", type=int, default=60)
+  parser.add_argument("--limit", type=int, default=0, help="read the first N videos (0: all)")
+  parser.add_argument("--widths", type=int, nargs="+", default=[64, 96, 128, 192, 256, 384])
+  args = parser.parse_args(argv)
+  source = pipeline.VideoSource(pipeline.dataset_dir(args.data_dir, args.dataset), args.split,
+                                args.max_clip_len)
+  count = len(source) if not args.limit else min(args.limit, len(source))
+  videos = [source.video(i) for i in range(count)]
+  print(f"{args.dataset} {args.split}: {count} videos")
+  print(f"{'packed_width':>12s} {'packed_rows':>11s} {'p99':>6s} {'p50':>6s} "
+        f"{'real slots packed':>17s} {'unpacked':>9s}")
+  for r in fit_report(videos, args.widths, args.max_txt_len):
+    print(f"{r['packed_width']:12d} {r['packed_rows']:11d} {r['p99']:6.1f} {r['p50']:6.1f} "
+          f"{r['packed_real_share']:17.1%} {r['unpacked_real_share']:9.1%}")
+
+
+if __name__ == "__main__":
+  main()

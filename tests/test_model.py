@@ -149,3 +149,25 @@ def test_config_rejects_bad_values():
     HeroConfig.from_dict({"hidden": 3})
   with pytest.raises(ValueError, match="dtype"):
     HeroConfig(dtype="float16")
+
+
+@pytest.mark.parametrize("remat", ["full", "dots"])
+def test_rematerialised_layers_give_the_same_loss_and_gradients(remat):
+  """remat_cross / remat_temporal trade memory for compute; with dropout on, the
+  recomputed layers draw the same masks, so nothing changes."""
+  cfg = reference.model_config().replace(hidden_dropout=0.1, attention_dropout=0.1)
+  batch, objective = fb.build_batch("mlm"), registry.get("mlm")
+
+  def loss_and_grads(c):
+    loss_fn = lambda p: objective.loss(  # noqa: E731
+        Hero(c), p, batch, objective.make_settings(), rng=jax.random.key(0),
+        deterministic=False)[0]
+    remats = str(jax.make_jaxpr(loss_fn)(reference.params())).count("remat")
+    return jax.jit(jax.value_and_grad(loss_fn))(reference.params()), remats
+  (loss, grads), none = loss_and_grads(cfg)
+  (loss_r, grads_r), some = loss_and_grads(cfg.replace(remat_cross=remat, remat_temporal=remat))
+  assert none == 0 and some > 0
+  np.testing.assert_allclose(loss_r, loss, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grads_r, grads)
+  with pytest.raises(ValueError, match="remat_cross must be one of"):
+    cfg.replace(remat_cross="some")

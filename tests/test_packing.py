@@ -104,3 +104,26 @@ def test_packed_rows_give_the_unpacked_losses_and_outputs(name):
     slots = np.concatenate([plain["row_frame_mask"], plain["row_txt_mask"]], -1).astype(bool)
     np.testing.assert_allclose(rows(inter_packed)[slots], rows(inter_plain)[slots],
                                rtol=1e-5, atol=1e-5)
+
+
+def test_fit_report_matches_the_transforms_and_the_command_prints_it(tmp_path, capsys):
+  from hero_jax.data import build, synthetic
+  spec = synthetic.SyntheticSpec(train_videos=12, val_videos=2, feature_dim=8, max_frames=20)
+  data_dir = build.build("hero_synthetic/videos", str(tmp_path), spec=spec).data_dir
+  from hero_jax.data import pipeline
+  videos = [pipeline.VideoSource(data_dir, "train").video(i) for i in range(12)]
+  sizes = dataclasses.replace(fb.fixture_sizes(), max_frames=20, max_rows=32, max_row_frames=20,
+                              max_row_tokens=61)
+  ctx = dataclasses.replace(fb.host_context(), sizes=sizes)
+  rows = layout.stack_examples([host.repr_example(v, ctx) for v in videos])
+  width = 96
+  need = [packing.rows_needed(f, t, width)
+          for f, t in zip(rows["row_frame_mask"], rows["row_txt_mask"])]
+  (report,) = packing.fit_report(videos, [width])
+  assert report["packed_rows"] == max(need) and report["p50"] == np.median(need)
+  assert report["packed_real_share"] > report["unpacked_real_share"]
+  packing.main(["--data_dir", str(tmp_path), "--dataset", "hero_synthetic/videos",
+                "--widths", str(width)])
+  out = capsys.readouterr().out
+  assert "hero_synthetic/videos train: 12 videos" in out
+  assert out.splitlines()[-1].split()[:2] == [str(width), str(max(need))]

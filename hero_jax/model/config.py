@@ -18,6 +18,10 @@ VOCAB_MULTIPLE = 8
 
 
 HEADS = ("pretraining", "videoqa")
+# Rematerialisation of a transformer stack's layers (``jax.checkpoint`` policies):
+# "none" keeps every activation for the backward pass, "full" keeps only each
+# layer's input, "dots" keeps the matmul outputs (recomputes the rest).
+REMAT = ("none", "full", "dots")
 
 
 def padded_vocab_size(vocab_size: int) -> int:
@@ -37,6 +41,8 @@ class HeroConfig:
   ``heads``: the heads on the encoder, as the original's model classes:
   ``"pretraining"`` (``HeroForPretraining``, also ``HeroForVcmr``: the VSM
   heads) or ``"videoqa"`` (``HeroForVideoQA``: the QA heads, no VSM heads).
+  ``remat_cross`` / ``remat_temporal``: rematerialisation of the cross-modal /
+  temporal layers (``REMAT``); memory for compute, results unchanged.
   """
   hidden_size: int = 768
   num_attention_heads: int = 12
@@ -58,6 +64,8 @@ class HeroConfig:
   initializer_range: float = 0.02
   dtype: str = "float32"
   heads: str = "pretraining"
+  remat_cross: str = "none"
+  remat_temporal: str = "none"
 
   def __post_init__(self):
     if self.hidden_size % self.num_attention_heads:
@@ -73,6 +81,9 @@ class HeroConfig:
       raise ValueError("type_vocab_size must be >= 2: HERO uses token-type row 1")
     if self.heads not in HEADS:
       raise ValueError(f"heads must be one of {HEADS}, got {self.heads!r}")
+    for field in ("remat_cross", "remat_temporal"):
+      if getattr(self, field) not in REMAT:
+        raise ValueError(f"{field} must be one of {REMAT}, got {getattr(self, field)!r}")
     if self.vsm_conv_kernel % 2 != 1:
       raise ValueError(f"vsm_conv_kernel must be odd, got {self.vsm_conv_kernel}")
 

@@ -107,7 +107,7 @@ class CrossModalTransformer(nn.Module):
     cfg = self.cfg
     self.embeddings = TextEmbeddings(cfg)
     self.img_embeddings = ImageEmbeddings(cfg)
-    self.encoder = L.BertEncoder(cfg, cfg.cross_layers)
+    self.encoder = L.BertEncoder(cfg, cfg.cross_layers, cfg.remat_cross)
     self.pooler = L.Pooler(cfg)
     self.lm_head = LMHead(cfg)
 
@@ -183,7 +183,7 @@ class TemporalTransformer(nn.Module):
 
   def setup(self):
     self.embeddings = PositionEmbeddings(self.cfg)
-    self.encoder = L.BertEncoder(self.cfg, self.cfg.temporal_layers)
+    self.encoder = L.BertEncoder(self.cfg, self.cfg.temporal_layers, self.cfg.remat_temporal)
     self.pooler = L.Pooler(self.cfg)
 
   def __call__(self, x, mask, deterministic):

@@ -191,14 +191,20 @@ class BertEncoder(nn.Module):
   """
   cfg: HeroConfig
   num_layers: int
+  remat: str = "none"   # HeroConfig.REMAT
 
   @nn.compact
   def __call__(self, x, mask, deterministic: bool, segments=None):
     """``mask``: [..., L] 0/1 key mask; or, for packed rows, ``segments``
     [..., L] instead (``segment_bias``)."""
     bias = attention_bias(mask) if segments is None else segment_bias(segments)
+    layer = BertLayer
+    if self.remat != "none":
+      policy = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable if self.remat == "dots"
+                else jax.checkpoint_policies.nothing_saveable)
+      layer = nn.remat(BertLayer, policy=policy, static_argnums=(3,))   # deterministic
     for i in range(self.num_layers):
-      x = BertLayer(self.cfg, name=f"layer_{i}")(x, bias, deterministic)
+      x = layer(self.cfg, name=f"layer_{i}")(x, bias, deterministic)
       x = constrain(x, ("batch",) * (x.ndim - 2) + ("length", "embed"))
       self.sow("intermediates", "hidden_states", x)
     return x
