@@ -1,42 +1,67 @@
-"""Input pipeline throughput: videos/s and MB/s per objective, with 0, 1 and 2 workers.
+"""Input supply vs the step's demand: videos/s per objective, host-fed path and frame bank.
 
-  python benchmarks/input_pipeline.py                       # synthetic set, built in a temp dir
+  python benchmarks/input_pipeline.py                       # TV-like synthetic set, built in a temp dir
   python benchmarks/input_pipeline.py --release_dir ../shared/fixtures/hero_reference/release_format
   python benchmarks/input_pipeline.py --dataset_dir ~/tensorflow_datasets/hero_tv/videos/1.0.0
+  python benchmarks/input_pipeline.py --accelerator H100 --accelerators_per_host 8 --workers 0 2
 
-MB/s counts the bytes of the batches handed to the training step (numpy
-arrays after the host transform and padding); the padding share is that of
-those batches. The first batch of each run (worker start-up) is not timed.
+Two paths, each with 0..n grain worker processes:
+
+* ``host``: the host decodes every video's float16 frames, pads them and
+  ships them with the batch (``config.data.frame_bank = "off"``);
+* ``bank``: the frames sit on the devices (``hero_jax.data.frame_bank``); the
+  host reads records without their frames and ships ``frame_ids`` (the bank's
+  load time is printed once).
+
+Demand: the videos/s one accelerator consumes at ``--mfu`` of its bf16 peak
+(``KNOWN_PEAKS`` of ``benchmarks/train_step.py``) with ``--gflop_per_video``
+useful FLOPs per video per training step (135: the base config on TV-like
+videos, forward + backward; ``benchmarks/train_step.py`` prints the measured
+figure), times ``--accelerators_per_host``. ``--step_videos_per_s`` adds the
+demand of a measured step. The ratio supply / demand is what the input must
+keep above 1 (the goal: 1.5 for the bank path). MB/s counts the bytes of the
+batches handed to the step. The first batch of each run (worker start-up) is
+not timed.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 from absl import flags
 
 from hero_jax import layout
-from hero_jax.data import build, pipeline
+from hero_jax.data import build, frame_bank, pipeline, synthetic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_step import KNOWN_PEAKS  # noqa: E402
 
 OBJECTIVES = ("mlm", "mfm-nce", "fom", "vsm")
+# Frames, subtitles and feature size of HERO's TV features (60-90 s at 1.5 s a
+# frame, ResNet + SlowFast 4352-d), as the synthetic generator can make them.
+TV_LIKE = synthetic.SyntheticSpec(train_videos=256, val_videos=8, feature_dim=4352,
+                                  min_frames=40, max_frames=60, min_sub_words=8, max_sub_words=16)
 
 
-def measure(videos, objective, sizes, batch_videos, workers, batches):
+def measure(videos, objective, sizes, batch_videos, workers, batches, frame_index=None):
   ctx = pipeline.host_context(videos, sizes, queries_per_video=sizes.queries)
   it = pipeline.make_pipeline(videos, objective, ctx, pipeline.PipelineOptions(
-      batch_videos=batch_videos, seed=0, worker_count=workers), process_index=0, process_count=1)
+      batch_videos=batch_videos, seed=0, worker_count=workers), process_index=0,
+      process_count=1, frame_index=frame_index)
   next(it)
-  nbytes, padding = 0, []
+  nbytes = 0
   start = time.perf_counter()
   for _ in range(batches):
-    batch = next(it)
-    nbytes += sum(v.nbytes for v in batch.values())
-    padding.append(it.padding["frames"])
+    nbytes += sum(v.nbytes for v in next(it).values())
   seconds = time.perf_counter() - start
-  return batches * batch_videos / seconds, nbytes / seconds / 1e6, sum(padding) / len(padding)
+  it.close()
+  return batches * batch_videos / seconds, nbytes / seconds / 1e6
 
 
 def sizes_for(videos) -> layout.LayoutSizes:
@@ -50,17 +75,51 @@ def sizes_for(videos) -> layout.LayoutSizes:
                             queries=5, max_query_tokens=61, max_predictions=160)
 
 
-def run(name, dataset_dir, batch_videos, batches, workers_list):
-  videos = pipeline.VideoSource(dataset_dir, "train", max_clip_len=100)
-  sizes = sizes_for(videos)
-  batch_videos = min(batch_videos, len(videos))
-  print(f"\n{name}: {len(videos)} train videos, feature dim {videos.feature_dim}, "
+def demand(args) -> dict:
+  """{label: videos/s one host must supply}."""
+  out = {}
+  peak = KNOWN_PEAKS[args.accelerator]
+  per_accelerator = args.mfu * peak * 1e12 / (args.gflop_per_video * 1e9)
+  out[f"{args.accelerators_per_host} x {args.accelerator} at {args.mfu:.0%} MFU"] = (
+      per_accelerator * args.accelerators_per_host)
+  if args.step_videos_per_s:
+    out["the measured step"] = args.step_videos_per_s
+  return out
+
+
+def run(name, dataset_dir, args):
+  host_videos = pipeline.VideoSource(dataset_dir, "train", max_clip_len=100)
+  bank_videos = pipeline.VideoSource(dataset_dir, "train", max_clip_len=100, decode_frames=False)
+  sizes = sizes_for(host_videos)
+  batch_videos = min(args.batch_videos, len(host_videos))
+  start = time.perf_counter()
+  rows, indexes = frame_bank.load_rows({"train": [host_videos]}, max_clip_len=100)
+  load_s = time.perf_counter() - start
+  needs = demand(args)
+  print(f"\n{name}: {len(host_videos)} train videos, feature dim {host_videos.feature_dim}, "
         f"batch {batch_videos} videos, {sizes}")
-  print(f"{'objective':10s} {'workers':>7s} {'videos/s':>10s} {'MB/s':>8s} {'padding':>8s}")
+  print(f"frame bank: {rows.shape[0] - 1} frames, {rows.nbytes / 1e6:.0f} MB float16, read in "
+        f"{load_s:.1f} s ({len(host_videos) / load_s:.0f} videos/s, once per run)")
+  for label, rate in needs.items():
+    print(f"demand: {rate:,.0f} videos/s ({label})")
+  labels = list(needs)
+  print(f"{'objective':10s} {'path':5s} {'workers':>7s} {'videos/s':>10s} {'MB/s':>8s} "
+        f"{'per core':>8s} " + " ".join(f"{'ratio' + str(i + 1):>8s} {'cores' + str(i + 1):>7s}"
+                                     for i in range(len(labels))))
   for objective in OBJECTIVES:
-    for workers in workers_list:
-      vps, mbps, pad = measure(videos, objective, sizes, batch_videos, workers, batches)
-      print(f"{objective:10s} {workers:7d} {vps:10.1f} {mbps:8.1f} {pad:8.3f}")
+    for path in ("host", "bank"):
+      for workers in args.workers:
+        videos = host_videos if path == "host" else bank_videos
+        index = indexes["train"] if path == "bank" else None
+        vps, mbps = measure(videos, objective, sizes, batch_videos, workers, args.batches, index)
+        per_core = vps / min(max(workers, 1), os.cpu_count())
+        ratios = " ".join(f"{vps / needs[label]:8.3f} {math.ceil(1.5 * needs[label] / per_core):7d}"
+                          for label in labels)
+        print(f"{objective:10s} {path:5s} {workers:7d} {vps:10.1f} {mbps:8.1f} {per_core:8.1f} "
+              f"{ratios}")
+  print("ratio<i>: supply / demand<i> on this machine (above 1: the input keeps up); cores<i>: "
+        "the cores that would supply 1.5x demand<i> at this run's videos/s per core (per worker "
+        "process, or the main process without workers), if the rate scales with the workers")
 
 
 def main():
@@ -69,19 +128,25 @@ def main():
   parser.add_argument("--dataset_dir", help="an already built videos dataset folder")
   parser.add_argument("--batch_videos", type=int, default=32)
   parser.add_argument("--batches", type=int, default=10)
-  parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+  parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+  parser.add_argument("--accelerator", default="H100", choices=sorted(KNOWN_PEAKS))
+  parser.add_argument("--accelerators_per_host", type=int, default=8)
+  parser.add_argument("--mfu", type=float, default=0.45)
+  parser.add_argument("--gflop_per_video", type=float, default=135.0)
+  parser.add_argument("--step_videos_per_s", type=float, default=0.0,
+                      help="videos/s of a measured step (benchmarks/train_step.py), 0: none")
   args = parser.parse_args()
   flags.FLAGS.mark_as_parsed()  # grain workers read absl flags
   print(f"machine: {os.cpu_count()} CPUs")
   with tempfile.TemporaryDirectory() as tmp:
     if args.dataset_dir:
-      run("built dataset", args.dataset_dir, args.batch_videos, args.batches, args.workers)
-      return
-    if args.release_dir:
+      run("built dataset", args.dataset_dir, args)
+    elif args.release_dir:
       b = build.build("hero_tv/videos", tmp, manual_dir=args.release_dir)
-      run("release format", b.data_dir, args.batch_videos, args.batches, args.workers)
-    b = build.build("hero_synthetic/videos", tmp)
-    run("synthetic", b.data_dir, args.batch_videos, args.batches, args.workers)
+      run("release format", b.data_dir, args)
+    else:
+      b = build.build("hero_synthetic/videos", tmp, spec=TV_LIKE)
+      run("TV-like synthetic (4352-d features, 40-60 frames)", b.data_dir, args)
 
 
 if __name__ == "__main__":

@@ -208,7 +208,7 @@ def bench(name: str, cfg, args, peak_gflops: float) -> None:
     key = jax.random.key(0)
     start = time.perf_counter()
     with jax.set_mesh(mesh):
-      compiled = run.jitted.lower(state, arrays, key).compile()
+      compiled = run.jitted.lower(state, arrays, key, None).compile()
     compile_s = time.perf_counter() - start
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost

@@ -68,6 +68,10 @@ def base_config(model: str = "base") -> ml_collections.ConfigDict:
       "val_split": "val",
       "max_clip_len": 100,
       "worker_count": 2,
+      # Training frames stored on the devices, batches send only their rows
+      # (hero_jax.data.frame_bank): off | replicated | sharded (rows over all devices).
+      "frame_bank": "off",
+      "frame_bank_dtype": "float16",  # float16 (as stored: exact) | bfloat16
       # Every SyntheticSpec field: the embedded set, built on first use.
       "synthetic": dataclasses.asdict(synthetic.SyntheticSpec()),
   })

@@ -24,7 +24,10 @@ W     ``packed_width``    slots per packed row (at least M + T)
 
 Fields common to every objective (``VIDEO_FIELDS``):
 
-* ``frames``          float [V, F, D]  clip-level frame features, zero padded.
+* ``frames``          float [V, F, D]  clip-level frame features, zero padded
+  (float16 as datasets store them; the step computes in float32). With the
+  device frame bank (``hero_jax.data.frame_bank``) batches carry instead
+  ``frame_ids`` int32 [V, F], the bank rows of the frames (0: a zero row).
 * ``frame_mask``      int32 [V, F]     1 for real frames.
 * ``row_ids``         int32 [V, R, T]  text of each subtitle row: ``[SEP]`` +
   subtitle ids (``[CLS]`` + masked ids for MLM), padded with PAD (1).
@@ -135,6 +138,7 @@ def field_shapes(sizes: LayoutSizes, frame_dim: int, fields) -> dict:
   s = sizes
   known = {
       "frames": ((s.max_frames, frame_dim), np.float32),
+      "frame_ids": ((s.max_frames,), np.int32),
       "frame_mask": ((s.max_frames,), np.int32),
       "row_ids": ((s.max_rows, s.max_row_tokens), np.int32),
       "row_txt_mask": ((s.max_rows, s.max_row_tokens), np.int32),

@@ -27,15 +27,16 @@ def dataset_dir(name: str, data_dir: str, config) -> str:
   return pipeline.dataset_dir(data_dir, name)
 
 
-def open_split(entry, split: str, config):
+def open_split(entry, split: str, config, decode_frames: bool = True):
   """The split of a dataset entry: a ``VideoSource``, or for a query dataset
-  (an entry with ``videos``) a ``QueryJoin`` onto every split of its videos."""
+  (an entry with ``videos``) a ``QueryJoin`` onto every split of its videos.
+  ``decode_frames=False``: frame features left undecoded (frame-bank runs)."""
   data_dir = entry["data_dir"]
   if not entry["videos"]:
     return pipeline.VideoSource(dataset_dir(entry["name"], data_dir, config), split,
-                                config.data.max_clip_len)
+                                config.data.max_clip_len, decode_frames)
   corpus = pipeline.VideoCorpus(dataset_dir(entry["videos"], data_dir, config),
-                                config.data.max_clip_len)
+                                config.data.max_clip_len, decode_frames)
   queries = pipeline.QuerySource(dataset_dir(entry["name"], data_dir, config), split)
   return pipeline.QueryJoin(queries, corpus)
 
@@ -52,8 +53,15 @@ def check_fits_model(videos, cfg) -> None:
                      f"config.model.vocab_size is {cfg.vocab_size}")
 
 
-def open_checked(entry, split: str, config, cfg):
-  """``open_split``, then ``check_fits_model``: what the training loop reads."""
+def bank_sources(entry, split: str, config) -> list:
+  """The ``VideoSource``s (frames decoded) whose frames a split's frame bank
+  holds: the split itself, or for a query dataset every split of its videos."""
   source = open_split(entry, split, config)
+  return list(source.videos.splits.values()) if entry["videos"] else [source]
+
+
+def open_checked(entry, split: str, config, cfg, decode_frames: bool = True):
+  """``open_split``, then ``check_fits_model``: what the training loop reads."""
+  source = open_split(entry, split, config, decode_frames)
   check_fits_model(source, cfg)
   return source

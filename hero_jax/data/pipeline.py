@@ -29,7 +29,7 @@ from typing import Optional
 import numpy as np
 
 from hero_jax import layout
-from hero_jax.data import records
+from hero_jax.data import frame_bank, records
 from hero_jax.objectives import host
 from hero_jax.objectives import registry
 
@@ -56,15 +56,18 @@ def dataset_dir(data_dir: str, dataset: str, version: Optional[str] = None) -> s
 
 
 class BuiltDataset:
-  """One split of a built dataset and its metadata."""
+  """One split of a built dataset and its metadata. ``decode_frames=False``
+  leaves a video's ``frames`` feature undecoded (its bytes): the frame bank's
+  pipelines never read it."""
 
-  def __init__(self, path: str, split: str):
+  def __init__(self, path: str, split: str, decode_frames: bool = True):
     import tensorflow_datasets as tfds
     self.path, self.split = path, split
     builder = tfds.builder_from_directory(path)
     if split not in builder.info.splits:
       raise ValueError(f"{path}: no split {split!r}; splits: {sorted(builder.info.splits)}")
-    self.source = builder.as_data_source(split)
+    decoders = None if decode_frames else {"frames": tfds.decode.SkipDecoding()}
+    self.source = builder.as_data_source(split, decoders=decoders)
     self.metadata = dict(builder.info.metadata or {})
     self.kind = self.metadata.get("kind")
 
@@ -78,8 +81,9 @@ class BuiltDataset:
 class VideoSource(BuiltDataset):
   """Random access to the videos of a split: record, ``VideoExample``, vid lookup."""
 
-  def __init__(self, path: str, split: str, max_clip_len: Optional[int] = 100):
-    super().__init__(path, split)
+  def __init__(self, path: str, split: str, max_clip_len: Optional[int] = 100,
+               decode_frames: bool = True):
+    super().__init__(path, split, decode_frames)
     if self.kind != "videos":
       raise ValueError(f"{path} holds {self.kind!r} records, not videos")
     self.max_clip_len = max_clip_len
@@ -130,11 +134,12 @@ class VideoCorpus:
   Behaves like a ``VideoSource`` for lookups and metadata.
   """
 
-  def __init__(self, path: str, max_clip_len: Optional[int] = 100):
+  def __init__(self, path: str, max_clip_len: Optional[int] = 100, decode_frames: bool = True):
     import tensorflow_datasets as tfds
     splits = sorted(tfds.builder_from_directory(path).info.splits)
     self.path, self.max_clip_len = path, max_clip_len
-    self.splits = {split: VideoSource(path, split, max_clip_len) for split in splits}
+    self.splits = {split: VideoSource(path, split, max_clip_len, decode_frames)
+                   for split in splits}
     first = self.splits[splits[0]]
     self.metadata, self.kind = first.metadata, first.kind
     self.owner = {}
@@ -244,17 +249,25 @@ def example_seed(seed: int, objective: str, record_index: int, epoch: int) -> li
   return [int(seed), zlib.crc32(objective.encode()), int(record_index), int(epoch)]
 
 
-def decode_item(raw, kind: str, max_clip_len: Optional[int]):
-  """A stored record (a video, or a (query, video) pair) as ``make_example``
-  takes it; raises ``SkipExample`` for a query whose video is missing."""
+def decode_item(raw, kind: str, max_clip_len: Optional[int], frame_index=None) -> tuple:
+  """(item, bank offset): a stored record (a video, or a (query, video) pair)
+  as ``make_example`` takes it; raises ``SkipExample`` for a query whose
+  video is missing. With a ``frame_bank.FrameIndex`` the video's frames are
+  a placeholder [rows, 0] and the offset is its first bank row (else None)."""
   if kind == "videos":
-    return records.decode_video(raw, max_clip_len)
-  q_raw, v_raw = raw
-  query = records.decode_moment(q_raw) if kind == "moments" else records.decode_qa(q_raw)
-  if v_raw is None:
-    raise registry.SkipExample("query_unknown_video",
-                               f"query {query.qid!r} names video {query.vid!r}")
-  return layout.QueryExample(video=records.decode_video(v_raw, max_clip_len), query=query)
+    v_raw, query = raw, None
+  else:
+    q_raw, v_raw = raw
+    query = records.decode_moment(q_raw) if kind == "moments" else records.decode_qa(q_raw)
+    if v_raw is None:
+      raise registry.SkipExample("query_unknown_video",
+                                 f"query {query.qid!r} names video {query.vid!r}")
+  offset = None
+  if frame_index is not None:
+    offset, placeholder = frame_index.placeholder(records.text(v_raw["vid"]))
+    v_raw = {**v_raw, "frames": placeholder}
+  video = records.decode_video(v_raw, max_clip_len)
+  return (video if query is None else layout.QueryExample(video=video, query=query)), offset
 
 
 def item_id(item) -> str:
@@ -267,7 +280,8 @@ class _Transform:
 
   It holds the objective's ``make_example`` itself: unpickling it in a worker
   imports the module that defines (and registers) it, built-in or not.
-  ``kind``: the records it reads (``Objective.records``).
+  ``kind``: the records it reads (``Objective.records``); ``frame_index``:
+  the frame bank's index (examples then carry ``frame_ids``, not ``frames``).
   """
   objective: str
   make_example: object
@@ -276,6 +290,7 @@ class _Transform:
   shard_len: int
   max_clip_len: Optional[int]
   kind: str = "videos"
+  frame_index: object = None
 
   def __call__(self, position: int, tagged) -> dict:
     record_index, raw = tagged
@@ -284,8 +299,10 @@ class _Transform:
     stats = collections.Counter()
     item = None
     try:
-      item = decode_item(raw, self.kind, self.max_clip_len)
+      item, offset = decode_item(raw, self.kind, self.max_clip_len, self.frame_index)
       example = self.make_example(item, rng, self.ctx, stats)
+      if offset is not None:
+        example = frame_bank.frame_ids(example, offset)
     except registry.SkipExample as e:
       return {"skip": e.reason, "vid": item_id(item) if item is not None else str(record_index)}
     except ValueError as e:
@@ -404,9 +421,11 @@ class BatchIterator:
 
 def make_pipeline(videos, objective: str, ctx: host.HostContext,
                   options: PipelineOptions, *, process_index: Optional[int] = None,
-                  process_count: Optional[int] = None) -> BatchIterator:
+                  process_count: Optional[int] = None, frame_index=None) -> BatchIterator:
   """Batches of ``objective`` over this process's shard of ``videos``: a
-  ``VideoSource``, or a ``QueryJoin`` for objectives that read queries."""
+  ``VideoSource``, or a ``QueryJoin`` for objectives that read queries.
+  ``frame_index`` (``frame_bank.FrameIndex``): batches carry ``frame_ids``
+  into the device's frame bank instead of ``frames``."""
   import grain
   import hero_jax.objectives  # noqa: F401  (registers the built-in objectives)
   spec = registry.get(objective)
@@ -428,7 +447,7 @@ def make_pipeline(videos, objective: str, ctx: host.HostContext,
     ds = ds.shuffle(seed=options.seed)
   ds = ds.repeat(options.num_epochs)
   ds = ds.map_with_index(_Transform(objective, make_example, ctx, options.seed, shard_len,
-                                    videos.max_clip_len, spec.records))
+                                    videos.max_clip_len, spec.records, frame_index))
   it_ds = ds.to_iter_dataset()
   if options.worker_count > 0:
     # Launching the resource tracker unblocks SIGTERM in the launching thread

@@ -134,8 +134,10 @@ def decode_video(example: dict, max_clip_len: Optional[int]) -> layout.VideoExam
   n = frames.shape[0] if max_clip_len is None else min(frames.shape[0], max_clip_len)
   # The original keeps only the frames the features have (VideoFeatSubTokDataset:
   # ``f_idx in range(v_feat.shape[0])``), when the alignment counted more.
+  # Frames stay float16 as stored (half the bytes between processes and to the
+  # device); the step casts them to float32, which is exact.
   return layout.VideoExample(
-      vid=vid, frames=frames[:n].astype(np.float32),
+      vid=vid, frames=frames[:n],
       sub_ids=[np.asarray(row_ids[i], np.int64) for i, _ in kept],
       sub_frames=[np.asarray([f for f in fr if f < n], np.int64) for _, fr in kept])
 

@@ -104,7 +104,9 @@ def build_video_fields(video: layout.VideoExample, ctx: HostContext,
     raise ValueError(
         f"video {video.vid!r}: {len(row_texts)} row texts for {n_rows} subtitles")
 
-  frames = np.zeros((s.max_frames, video.frames.shape[1]), np.float32)
+  # float16 features (every built dataset's) stay float16 until the device.
+  dtype = np.float16 if video.frames.dtype == np.float16 else np.float32
+  frames = np.zeros((s.max_frames, video.frames.shape[1]), dtype)
   frames[:n] = video.frames
   frame_mask = np.zeros((s.max_frames,), np.int32)
   frame_mask[:n] = 1

@@ -72,7 +72,11 @@ class Trainer:
     self.rules = sharding.rules_from_config(config.mesh.rules)
     self.batch_shards, self.local_batch = sharding.batch_split(self.mesh, t.batch_videos)
     # The data, opened and checked against the model, and one pipeline per task.
-    self.train_videos = {key: datasets.open_checked(e, config.data.train_split, config, self.cfg)
+    # With a frame bank the training frames live on the devices and the
+    # pipelines send only their rows (frame_ids).
+    self.frame_bank, self.frame_index = self._load_frame_bank()
+    self.train_videos = {key: datasets.open_checked(e, config.data.train_split, config, self.cfg,
+                                                    decode_frames=self.frame_bank is None)
                          for key, e in config.data.datasets.items()}
     self.val_videos = {}
     if config.eval_every or config.mode == "eval":  # a missing val split fails now, not later
@@ -97,19 +101,34 @@ class Trainer:
                                  mask_prob=self.config.host.mask_prob,
                                  queries_per_video=self.sizes.queries)
 
+  def _load_frame_bank(self) -> tuple:
+    """(device frame bank, {dataset: FrameIndex}) of the training split, or (None, {})."""
+    from hero_jax.data import frame_bank
+    c = self.config
+    frame_bank.check_config(c.data.frame_bank, c.data.frame_bank_dtype)
+    if c.data.frame_bank == "off":
+      return None, {}
+    sources = {key: datasets.bank_sources(e, c.data.train_split, c)
+               for key, e in c.data.datasets.items()}
+    return frame_bank.load(sources, c.data.max_clip_len, self.mesh, c.data.frame_bank,
+                           c.data.frame_bank_dtype)
+
   def _pipeline(self, task, videos=None, **options):
+    """A training pipeline of ``task`` (frame-bank rows when there is a bank),
+    or with ``videos`` given, a host-fed one over them (evaluation)."""
+    frame_index = None if videos else self.frame_index.get(task.dataset)
     videos = videos or self.train_videos[task.dataset]
     options = {"batch_videos": self.local_batch, "seed": self.config.seed,
                "worker_count": self.config.data.worker_count, **options}
     return pipeline.make_pipeline(videos, task.objective, self._context(videos),
-                                  pipeline.PipelineOptions(**options))
+                                  pipeline.PipelineOptions(**options), frame_index=frame_index)
 
   def _train_step(self, objective: str):
     if objective not in self.steps:
       from hero_jax.objectives import registry
       self.steps[objective] = step_lib.make_train_step(
           self.model, registry.get(objective), self.settings[objective], self.tx, self.mesh,
-          self.rules, self.shardings, self.config.train.accum_steps)
+          self.rules, self.shardings, self.config.train.accum_steps, self.frame_bank)
     return self.steps[objective]
 
   # --- the loop -----------------------------------------------------------

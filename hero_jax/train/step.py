@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hero_jax.data import frame_bank as frame_bank_lib
 from hero_jax.model import params as params_lib
 from hero_jax.model.hero import Hero
 from hero_jax.train import sharding
@@ -47,6 +48,10 @@ def state_shardings(state: TrainState):
   return jax.tree.map(lambda x: x.sharding, state)
 
 
+def _bank_sharding(bank):
+  return None if bank is None else bank.sharding
+
+
 def _tree_add(a, b):
   return jax.tree.map(jnp.add, a, b)
 
@@ -55,23 +60,31 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def make_train_step(model: Hero, objective, settings, tx, mesh, rules, shardings, accum_steps: int):
-  """A jitted ``(state, batch, rng) -> (state, outputs)`` for one objective."""
-  def micro_grads(params, micro_batch, rng, step):
+def make_train_step(model: Hero, objective, settings, tx, mesh, rules, shardings, accum_steps: int,
+                    frame_bank=None):
+  """A jitted ``(state, batch, rng) -> (state, outputs)`` for one objective.
+
+  ``frame_bank``: the device's frame bank (``hero_jax.data.frame_bank``);
+  batches with ``frame_ids`` take their frames from it, one micro-batch at a
+  time.
+  """
+  def micro_grads(params, micro_batch, rng, step, bank):
+    micro_batch = frame_bank_lib.device_frames(micro_batch, bank)
+
     def loss_fn(p):
       return objective.loss(model, p, micro_batch, settings, step=step, rng=rng,
                             deterministic=False)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     return loss, metrics, grads
 
-  def step_fn(state: TrainState, batch, rng):
+  def step_fn(state: TrainState, batch, rng, bank):
     rngs = jax.random.split(rng, accum_steps)
     first = jax.tree.map(lambda x: x[0], batch)
-    loss, metrics, grads = micro_grads(state.params, first, rngs[0], state.step)
+    loss, metrics, grads = micro_grads(state.params, first, rngs[0], state.step, bank)
     if accum_steps > 1:
       def body(carry, xs):
         micro, r = xs
-        micro_loss, m, g = micro_grads(state.params, micro, r, state.step)
+        micro_loss, m, g = micro_grads(state.params, micro, r, state.step, bank)
         return _tree_add(carry, (micro_loss, m, g)), None
       rest = jax.tree.map(lambda x: x[1:], batch)
       (loss, metrics, grads), _ = jax.lax.scan(body, (loss, metrics, grads), (rest, rngs[1:]))
@@ -86,29 +99,32 @@ def make_train_step(model: Hero, objective, settings, tx, mesh, rules, shardings
     return new_state, outputs
 
   batch_sharding = sharding.batch_sharding(mesh, leading_axes=1)
-  jitted = jax.jit(step_fn, in_shardings=(shardings, batch_sharding, sharding.replicated(mesh)),
+  jitted = jax.jit(step_fn, in_shardings=(shardings, batch_sharding, sharding.replicated(mesh),
+                                          _bank_sharding(frame_bank)),
                    out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
 
   def run(state, batch, rng):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      return jitted(state, batch, rng)
+      return jitted(state, batch, rng, frame_bank)
   run.jitted = jitted
   return run
 
 
-def make_eval_step(model: Hero, objective, settings, mesh, rules, param_shardings):
+def make_eval_step(model: Hero, objective, settings, mesh, rules, param_shardings,
+                   frame_bank=None):
   """A jitted ``(params, batch, step) -> metrics`` (deterministic, no rng)."""
-  def eval_fn(params, batch, step):
+  def eval_fn(params, batch, step, bank):
+    batch = frame_bank_lib.device_frames(batch, bank)
     _, metrics = objective.loss(model, params, batch, settings, step=step, rng=None,
                                 deterministic=True)
     return metrics
 
   jitted = jax.jit(eval_fn, in_shardings=(param_shardings, sharding.batch_sharding(mesh),
-                                          sharding.replicated(mesh)),
+                                          sharding.replicated(mesh), _bank_sharding(frame_bank)),
                    out_shardings=sharding.replicated(mesh))
 
   def run(params, batch, step):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      return jitted(params, batch, step)
+      return jitted(params, batch, step, frame_bank)
   run.jitted = jitted
   return run
