@@ -4,6 +4,7 @@ useful and executed FLOPs, MFU, compile time and peak memory.
   python benchmarks/train_step.py                          # CPU: tiny and base, TV-like rows
   python benchmarks/train_step.py --rows uniform           # the README's older uniform batch
   python benchmarks/train_step.py --pack 96                # rows packed into rows of 96 slots
+  python benchmarks/train_step.py --scan --remat dots      # scan over layers, rematerialised
   python benchmarks/train_step.py --models base --dtype bfloat16 --batch 64 --pack 96  # a GPU/TPU
 
 Rows (``--rows``):
@@ -191,6 +192,7 @@ def bench(name: str, cfg, args, peak_gflops: float) -> None:
   state = state_for(cfg.heads)
   print(f"\n{name}: {sum(x.size for x in jax.tree.leaves(state.params)):,} params, "
         f"{args.batch} videos per step, {args.rows} rows, compute {cfg.dtype}, "
+        f"scan_layers {cfg.scan_layers}, remat {cfg.remat_cross}, "
         f"{'packed rows of ' + str(args.pack) if args.pack else 'unpacked'}; sizes {sizes}")
   print(f"{'objective':9s} {'compile s':>9s} {'step s':>8s} {'videos/s':>9s} "
         f"{'executed GFLOP':>14s} {'useful GFLOP':>12s} {'useful/exec':>11s} {'GFLOP/s':>8s} "
@@ -208,7 +210,7 @@ def bench(name: str, cfg, args, peak_gflops: float) -> None:
     key = jax.random.key(0)
     start = time.perf_counter()
     with jax.set_mesh(mesh):
-      compiled = run.jitted.lower(state, arrays, key, None).compile()
+      compiled = run.jitted.lower(state, arrays, key).compile()
     compile_s = time.perf_counter() - start
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -246,6 +248,9 @@ def main():
                       help="packed row width (0: one row per subtitle, as the original)")
   parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--scan", action="store_true", help="model.scan_layers: scan over layers")
+  parser.add_argument("--remat", default="none", choices=["none", "full", "dots"],
+                      help="model.remat_cross and remat_temporal")
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="the device's peak; default: known by device kind, or on CPU a numpy "
                            "float32 matmul measured now")
@@ -262,7 +267,8 @@ def main():
     print(f"device: {device.device_kind}; peak: {peak:.0f} GFLOP/s (numpy float32 2048^3 matmul, "
           f"measured now)")
   for name in args.models:
-    bench(name, tasks.PRESETS[name](dtype=args.dtype), args, peak)
+    bench(name, tasks.PRESETS[name](dtype=args.dtype, scan_layers=args.scan,
+                                    remat_cross=args.remat, remat_temporal=args.remat), args, peak)
 
 
 if __name__ == "__main__":

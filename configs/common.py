@@ -97,6 +97,9 @@ def base_config(model: str = "base") -> ml_collections.ConfigDict:
       "weight_decay": 0.01,
       "grad_clip": 1.0,
       "lr_mul": 1.0,            # lr factor of the parameters outside v_encoder (video QA: 10)
+      # Adam moments in pinned host memory, brought to the device for each update
+      # (frees device memory for larger batches; costs two copies per step).
+      "offload_opt_state": False,
   })
   c.mesh = ml_collections.ConfigDict({
       "shape": {"data": -1, "fsdp": 1, "model": 1},  # one slice's mesh (-1: the rest)

@@ -45,10 +45,11 @@ def _override_error(argv) -> str | None:
   path = _config_path(argv)
   if path is None:
     return None
+  path, _, arg = path.partition(":")   # file.py:arg, as config_flags reads it
   spec = importlib.util.spec_from_file_location("_hero_config", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config()
+  config = module.get_config(arg) if arg else module.get_config()
   for arg in argv:
     if arg.startswith("--config."):
       error = tasks.unknown_field_error(config, arg[len("--config."):].split("=", 1)[0])

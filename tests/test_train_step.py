@@ -324,3 +324,32 @@ def test_training_starts_from_a_converted_hero_checkpoint(tmp_path):
   config.init_format = "onnx"
   with pytest.raises(ValueError, match="init_format must be one of"):
     loop.init_params(config, CFG)
+
+
+def test_offloaded_optimizer_state_stays_on_the_host_and_changes_nothing(batches, tmp_path):
+  """train.offload_opt_state: the Adam moments live in pinned host memory between
+  steps (and through a checkpoint), and the steps are the same."""
+  from hero_jax.train import checkpointing
+  mesh = sharding.make_mesh({"data": 2}, jax.devices()[:2])
+  tx, _ = optimizer.hero_adamw(1e-3, 2, 10)
+  batch = pipeline.make_global_batch(batches["mlm"], sharding.batch_sharding(mesh, leading_axes=1))
+
+  def two_steps(offload):
+    state = step_lib.create_state(CFG, tx, mesh, sharding.DEFAULT_RULES, seed=0,
+                                  offload_opt_state=offload)
+    run = step_lib.make_train_step(Hero(CFG), registry.get("mlm"), None, tx, mesh,
+                                   sharding.DEFAULT_RULES, step_lib.state_shardings(state), 1)
+    for i in range(2):
+      state, _ = run(state, batch, jax.random.key(i))
+    return state
+  state, offloaded = two_steps(False), two_steps(True)
+  kinds = lambda tree: {x.sharding.memory_kind for x in jax.tree.leaves(tree)}  # noqa: E731
+  assert kinds(offloaded.opt_state) == {"pinned_host"}
+  assert kinds(offloaded.params) == kinds(state.params) != {"pinned_host"}
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(offloaded), jax.device_get(state))
+  mngr = checkpointing.manager(str(tmp_path), keep=1)
+  checkpointing.save(mngr, 2, offloaded, {}, {})
+  mngr.wait_until_finished()
+  restored, _, _ = checkpointing.restore(mngr, offloaded)
+  assert kinds(restored.opt_state) == {"pinned_host"}
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(state))

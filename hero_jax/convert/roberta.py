@@ -24,6 +24,11 @@ from_pretrained`` + ``pad_vocab`` + ``init_type_embedding``), and so this:
   zero-padded bias; the decoder is tied).
 * Everything else (temporal transformer, frame embeddings, heads) is a fresh
   init, ``init_params(cfg, seed)``.
+
+The baselines (``model.encoder``) start the same way: H-TRM's subtitle
+encoder is ``f_encoder``; F-TRM's flat transformer is ``f_encoder`` with
+``cross_layers + temporal_layers`` target layers (9: source layers 0..8), and
+it has no clip-level mask vector to zero.
 """
 
 from __future__ import annotations
@@ -158,7 +163,7 @@ def _map_key(key: str, layer_map: Mapping[int, int], load_lm_head: bool) -> tupl
 
 def _rename(sd: Mapping[str, Any], cfg: HeroConfig, skip_layers: bool, load_lm_head: bool,
             report: RobertaReport) -> dict[str, np.ndarray]:
-  report.layer_map = select_layers(_num_source_layers(sd), cfg.cross_layers, skip_layers)
+  report.layer_map = select_layers(_num_source_layers(sd), cfg.f_encoder_layers, skip_layers)
   out = {}
   for key, value in sd.items():
     if key == _TYPE_KEY:
@@ -209,6 +214,8 @@ def _init_type_embedding(params: dict, sd: Mapping, report: RobertaReport) -> No
 
 
 def _zero_mask_embedding_row0(params: dict) -> None:
+  if "mask_embedding" not in params["v_encoder"]:
+    return   # F-TRM (model.encoder="f_trm") has no clip-level mask vector
   table = params["v_encoder"]["mask_embedding"]
   emb = np.array(table["embedding"])
   emb[0] = 0.0

@@ -18,6 +18,11 @@ VOCAB_MULTIPLE = 8
 
 
 HEADS = ("pretraining", "videoqa")
+# The video encoder: HERO itself, or one of the paper's two baselines
+# (``hero_jax.model.baselines``): H-TRM (text-only subtitle encoder, max-pooled
+# onto the aligned frames, then the temporal transformer) and F-TRM (one flat
+# transformer over the frames and all subtitle tokens of a video).
+ENCODERS = ("hero", "h_trm", "f_trm")
 # Rematerialisation of a transformer stack's layers (``jax.checkpoint`` policies):
 # "none" keeps every activation for the backward pass, "full" keeps only each
 # layer's input, "dots" keeps the matmul outputs (recomputes the rest).
@@ -43,6 +48,12 @@ class HeroConfig:
   heads) or ``"videoqa"`` (``HeroForVideoQA``: the QA heads, no VSM heads).
   ``remat_cross`` / ``remat_temporal``: rematerialisation of the cross-modal /
   temporal layers (``REMAT``); memory for compute, results unchanged.
+  ``scan_layers``: run each transformer stack as one ``jax.lax.scan`` over its
+  layers (one layer compiled, not N); the parameters keep their per-layer
+  names (``layer_0``...), so checkpoints are the same either way.
+  ``encoder``: the video encoder (``ENCODERS``): ``"hero"``, or the paper's
+  baselines ``"h_trm"`` / ``"f_trm"`` (``hero_jax.model.baselines``; F-TRM's
+  flat transformer has ``cross_layers + temporal_layers`` layers).
   """
   hidden_size: int = 768
   num_attention_heads: int = 12
@@ -66,6 +77,8 @@ class HeroConfig:
   heads: str = "pretraining"
   remat_cross: str = "none"
   remat_temporal: str = "none"
+  encoder: str = "hero"
+  scan_layers: bool = False
 
   def __post_init__(self):
     if self.hidden_size % self.num_attention_heads:
@@ -79,6 +92,8 @@ class HeroConfig:
           f"mlm_vocab_size ({self.mlm_vocab_size}) must be in (0, vocab_size={self.vocab_size}]")
     if self.type_vocab_size < 2:
       raise ValueError("type_vocab_size must be >= 2: HERO uses token-type row 1")
+    if self.encoder not in ENCODERS:
+      raise ValueError(f"model.encoder must be one of {ENCODERS}, got {self.encoder!r}")
     if self.heads not in HEADS:
       raise ValueError(f"heads must be one of {HEADS}, got {self.heads!r}")
     for field in ("remat_cross", "remat_temporal"):
@@ -90,6 +105,12 @@ class HeroConfig:
   @property
   def compute_dtype(self):
     return _DTYPES[self.dtype]
+
+  @property
+  def f_encoder_layers(self) -> int:
+    """Layers of ``f_encoder``: ``cross_layers``; F-TRM's flat transformer
+    (``encoder="f_trm"``) takes the temporal transformer's layers too."""
+    return self.cross_layers + (self.temporal_layers if self.encoder == "f_trm" else 0)
 
   @property
   def mlm_columns(self) -> int:

@@ -17,6 +17,9 @@ Module tree (names mirror the original's ``state_dict`` keys):
 
 Inputs follow ``hero_jax.layout``. Methods are the building blocks the
 objectives compose (``model.apply(params, ..., method=...)``).
+
+``cfg.encoder`` swaps ``v_encoder`` for one of the paper's baselines (H-TRM,
+F-TRM; ``hero_jax.model.baselines``), behind the same methods.
 """
 
 from __future__ import annotations
@@ -50,10 +53,14 @@ class TextEmbeddings(nn.Module):
   def type_embedding(self):
     return self.token_type_embeddings(jnp.asarray(TOKEN_TYPE_ROW))
 
-  def __call__(self, ids, deterministic: bool):
-    length = ids.shape[-1]
-    max_pos = min(MAX_TEXT_POSITION, self.cfg.max_position_embeddings - 1)
-    pos = jnp.minimum(jnp.arange(length), max_pos)
+  def __call__(self, ids, deterministic: bool, positions=None):
+    """``positions``: [..., L] position ids (default: arange, clamped as HERO);
+    F-TRM numbers the tokens of all subtitles of a video consecutively."""
+    if positions is None:
+      max_pos = min(MAX_TEXT_POSITION, self.cfg.max_position_embeddings - 1)
+      pos = jnp.minimum(jnp.arange(ids.shape[-1]), max_pos)
+    else:
+      pos = positions
     x = self.word_embeddings(ids) + self.position_embeddings(pos) + self.type_embedding()
     return self.dropout(self.LayerNorm(x), deterministic=deterministic)
 
@@ -107,7 +114,7 @@ class CrossModalTransformer(nn.Module):
     cfg = self.cfg
     self.embeddings = TextEmbeddings(cfg)
     self.img_embeddings = ImageEmbeddings(cfg)
-    self.encoder = L.BertEncoder(cfg, cfg.cross_layers, cfg.remat_cross)
+    self.encoder = L.BertEncoder(cfg, cfg.f_encoder_layers, cfg.remat_cross)
     self.pooler = L.Pooler(cfg)
     self.lm_head = LMHead(cfg)
 
@@ -331,6 +338,32 @@ class HierarchicalEncoder(nn.Module):
     computed once per question: the rows' frame embeddings and
     ``frame_transform`` of the raw frames.
     """
+    cross = self.qa_cross_modal(batch, deterministic)                     # [Q, A, R, M+T, H]
+    frames = batch["frames"].astype(_f32)                                  # [Q, F, D]
+    q, a, r = cross.shape[:3]
+    row_frame_mask = batch["row_frame_mask"]                               # [Q, R, M]
+    m = row_frame_mask.shape[-1]
+    copies = lambda y: jnp.broadcast_to(y[:, None], (q, a) + y.shape[1:]).reshape((q * a,) + y.shape[1:])  # noqa: E731
+    n_frames = frames.shape[1]
+    matched = _scatter_rows(cross[..., :m, :].reshape((q * a, r, m, -1)),
+                            copies(batch["row_frame_idx"]), copies(row_frame_mask), n_frames)
+    transformed = self.frame_transform(frames, deterministic)               # [Q, F, H]
+    if self.is_initializing():
+      self.mask_embedding(jnp.zeros((), jnp.int32))   # create the table (checkpoints hold it)
+    fused = copies(transformed) + matched.astype(transformed.dtype)
+    self.sow("intermediates", "matched_frames", matched)
+    frame_emb = self.c_encoder.embed(fused, deterministic)                 # [Q*A, F, H]
+    qa = self.f_encoder.embeddings(batch["qa_ids"].reshape(q * a, -1), deterministic)  # [Q*A, Lqa, H]
+    self.sow("intermediates", "qa_embeddings", qa)
+    joint = jnp.concatenate([frame_emb, qa.astype(frame_emb.dtype)], axis=1)
+    joint_mask = jnp.concatenate([copies(batch["frame_mask"]), batch["qa_mask"].reshape(q * a, -1)], 1)
+    out = self.c_encoder.encode(L.constrain(joint, ("batch", "length", "embed")), joint_mask,
+                                deterministic)
+    self.sow("intermediates", "fused_video_qa", out)
+    return out[:, :n_frames].reshape((q, a, n_frames, -1))
+
+  def qa_cross_modal(self, batch, deterministic=True):
+    """The cross-modal rows of every answer copy, [Q, A, R, M+T, H]."""
     f = self.f_encoder
     frames = batch["frames"].astype(_f32)                                  # [Q, F, D]
     ids, txt_mask = batch["qa_row_ids"], batch["qa_row_txt_mask"]          # [Q, A, R, T]
@@ -347,24 +380,7 @@ class HierarchicalEncoder(nn.Module):
     flat = L.constrain(x.reshape((q * a * r,) + x.shape[3:]), ("batch", "length", "embed"))
     cross = f.encode(flat, mask.reshape(q * a * r, -1), deterministic).reshape(x.shape)
     self.sow("intermediates", "cross_modal_output", cross)
-    copies = lambda y: jnp.broadcast_to(y[:, None], (q, a) + y.shape[1:]).reshape((q * a,) + y.shape[1:])  # noqa: E731
-    n_frames = frames.shape[1]
-    matched = _scatter_rows(cross[..., :m, :].reshape((q * a, r, m, -1)),
-                            copies(batch["row_frame_idx"]), copies(row_frame_mask), n_frames)
-    transformed = self.frame_transform(frames, deterministic)               # [Q, F, H]
-    if self.is_initializing():
-      self.mask_embedding(jnp.zeros((), jnp.int32))   # create the table (checkpoints hold it)
-    fused = copies(transformed) + matched.astype(transformed.dtype)
-    self.sow("intermediates", "matched_frames", matched)
-    frame_emb = self.c_encoder.embed(fused, deterministic)                 # [Q*A, F, H]
-    qa = f.embeddings(batch["qa_ids"].reshape(q * a, -1), deterministic)   # [Q*A, Lqa, H]
-    self.sow("intermediates", "qa_embeddings", qa)
-    joint = jnp.concatenate([frame_emb, qa.astype(frame_emb.dtype)], axis=1)
-    joint_mask = jnp.concatenate([copies(batch["frame_mask"]), batch["qa_mask"].reshape(q * a, -1)], 1)
-    out = self.c_encoder.encode(L.constrain(joint, ("batch", "length", "embed")), joint_mask,
-                                deterministic)
-    self.sow("intermediates", "fused_video_qa", out)
-    return out[:, :n_frames].reshape((q, a, n_frames, -1))
+    return cross
 
   def __call__(self, batch, *, mfm_mask=None, fom_source=None, deterministic=True):
     """The video representation (task ``'repr'``): [V, F, H]."""
@@ -375,6 +391,16 @@ class HierarchicalEncoder(nn.Module):
       fused = jnp.take_along_axis(fused, fom_source[..., None], axis=1)
     self.sow("intermediates", "temporal_input", fused)
     return self.temporal(fused, batch["frame_mask"], deterministic)
+
+
+def video_encoder(cfg: HeroConfig) -> nn.Module:
+  """The ``v_encoder`` that ``cfg.encoder`` names: HERO's hierarchical encoder
+  or one of the paper's baselines (same interface, same parameter names where
+  they share modules; see ``hero_jax.model.baselines``)."""
+  if cfg.encoder == "hero":
+    return HierarchicalEncoder(cfg)
+  from hero_jax.model import baselines   # noqa: PLC0415 (baselines builds on this module)
+  return baselines.ENCODERS[cfg.encoder](cfg)
 
 
 class QueryFeatEncoder(nn.Module):
@@ -402,7 +428,7 @@ class Hero(nn.Module):
   def setup(self):
     cfg = self.cfg
     h = cfg.hidden_size
-    self.v_encoder = HierarchicalEncoder(cfg)
+    self.v_encoder = video_encoder(cfg)
     if cfg.heads == "videoqa":
       # HeroForVideoQA's heads, PyTorch's default init (built after init_weights).
       self.qa_pool = L.dense(cfg, 1, ("embed", None), "qa_pool", use_bias=False, torch_default_init=h)
@@ -500,6 +526,7 @@ class Hero(nn.Module):
   # -- init ------------------------------------------------------------------
   def init_all(self, batch, query_ids, query_mask):
     """Touches every parameter (heads and poolers too) for ``init``."""
+    cfg = self.cfg
     f = self.v_encoder.f_encoder
     cross = self.cross_modal_rows(batch)
     f.pool(cross[:, 0])
@@ -511,7 +538,8 @@ class Hero(nn.Module):
       self.videoqa_logits(qa)
     else:
       seq = self(batch)
-    self.v_encoder.c_encoder.pool(seq)
+    if cfg.encoder != "f_trm":   # F-TRM has no temporal transformer
+      self.v_encoder.c_encoder.pool(seq)
     self.feat_regress(seq)
     self.fom_logits(seq)
     if self.cfg.heads == "pretraining":

@@ -188,6 +188,13 @@ class BertEncoder(nn.Module):
 
   Sows each layer's output under ``intermediates/hidden_states`` so that tests
   and users can read every layer (``mutable=["intermediates"]``).
+
+  With ``cfg.scan_layers`` the layers run as one ``jax.lax.scan`` over their
+  parameters stacked on the fly (XLA compiles one layer instead of N): the
+  parameter tree stays ``layer_0``..., so checkpoints, converters and the
+  sharding rules do not change. Outputs equal the loop's; dropout draws one
+  key per layer from the stack's key instead of one per layer name, and the
+  per-layer hidden states are not sown. Initialisation always runs the loop.
   """
   cfg: HeroConfig
   num_layers: int
@@ -198,16 +205,40 @@ class BertEncoder(nn.Module):
     """``mask``: [..., L] 0/1 key mask; or, for packed rows, ``segments``
     [..., L] instead (``segment_bias``)."""
     bias = attention_bias(mask) if segments is None else segment_bias(segments)
+    if self.cfg.scan_layers and not self.is_initializing():
+      return self._scan(x, bias, deterministic)
     layer = BertLayer
     if self.remat != "none":
-      policy = (jax.checkpoint_policies.dots_with_no_batch_dims_saveable if self.remat == "dots"
-                else jax.checkpoint_policies.nothing_saveable)
-      layer = nn.remat(BertLayer, policy=policy, static_argnums=(3,))   # deterministic
+      layer = nn.remat(BertLayer, policy=self._remat_policy(), static_argnums=(3,))  # deterministic
     for i in range(self.num_layers):
       x = layer(self.cfg, name=f"layer_{i}")(x, bias, deterministic)
-      x = constrain(x, ("batch",) * (x.ndim - 2) + ("length", "embed"))
+      x = constrain(x, _hidden_names(x))
       self.sow("intermediates", "hidden_states", x)
     return x
+
+  def _remat_policy(self):
+    return (jax.checkpoint_policies.dots_with_no_batch_dims_saveable if self.remat == "dots"
+            else jax.checkpoint_policies.nothing_saveable)
+
+  def _scan(self, x, bias, deterministic: bool):
+    params = nn.unbox(self.variables["params"])
+    stacked = jax.tree.map(lambda *p: jnp.stack(p),
+                           *[params[f"layer_{i}"] for i in range(self.num_layers)])
+    keys = None if deterministic else jax.random.split(self.make_rng("dropout"), self.num_layers)
+
+    def body(h, layer):
+      p, key = layer
+      h = BertLayer(self.cfg).apply({"params": p}, h, bias, deterministic,
+                                    rngs=None if key is None else {"dropout": key})
+      return constrain(h, _hidden_names(h)), None
+    if self.remat != "none":
+      body = jax.checkpoint(body, policy=self._remat_policy())
+    x, _ = jax.lax.scan(body, x, (stacked, keys))
+    return x
+
+
+def _hidden_names(x) -> tuple:
+  return ("batch",) * (x.ndim - 2) + ("length", "embed")
 
 
 class Pooler(nn.Module):

@@ -90,16 +90,36 @@ def _from_run(step_dir: epath.Path):
   return jax.device_get(out["params"])
 
 
-def _check_shapes(params, cfg, what: str) -> None:
+def _fit_run_params(params, cfg, what: str, seed: int, heads_required: bool):
+  """A run's params for ``cfg``. Every shared parameter must have the model's
+  shape. A run with other heads (a pre-training run starting a video-QA
+  fine-tune) gives what the model shares with it: its other heads are dropped
+  and the model's own are freshly initialised, as the original's non-strict
+  ``load_state_dict``; both are logged."""
   from hero_jax.convert import mapping
-  from hero_jax.model.params import abstract_params
+  from hero_jax.model.params import abstract_params, init_params
   want = mapping.flatten(abstract_params(cfg))
   got = mapping.flatten(params)
-  for p in sorted(set(want) | set(got)):
-    if p not in got or p not in want or tuple(got[p].shape) != tuple(want[p].shape):
+  for p in sorted(set(want) & set(got)):
+    if tuple(got[p].shape) != tuple(want[p].shape):
       raise ValueError(f"config.init_from {what}: parameter {mapping.path_str(p)} is "
-                       f"{tuple(got[p].shape) if p in got else 'missing'}, config.model needs "
-                       f"{tuple(want[p].shape) if p in want else 'none'}")
+                       f"{tuple(got[p].shape)}, config.model needs {tuple(want[p].shape)}")
+  missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+  if not missing and not extra:
+    return params
+  if missing and heads_required:
+    raise ValueError(f"config.init_from {what} lacks {len(missing)} parameters of the model "
+                     f"(heads={cfg.heads!r}), e.g. {[mapping.path_str(p) for p in missing[:5]]}")
+  if len(missing) + len(extra) > len(want) // 2:  # not the same model: say so, do not guess
+    raise ValueError(f"config.init_from {what}: {len(missing)} parameters of config.model are "
+                     f"missing and {len(extra)} are extra, e.g. missing "
+                     f"{[mapping.path_str(p) for p in missing[:3]]}, extra "
+                     f"{[mapping.path_str(p) for p in extra[:3]]}")
+  log.info("config.init_from %s: %d parameters dropped (e.g. %s), %d initialised fresh (e.g. %s)",
+           what, len(extra), [mapping.path_str(p) for p in extra[:3]], len(missing),
+           [mapping.path_str(p) for p in missing[:3]])
+  fresh = mapping.flatten(jax.device_get(init_params(cfg, seed)))
+  return mapping.unflatten({p: got.get(p, fresh[p]) for p in want})
 
 
 def load(path, cfg, *, fmt: str = "auto", seed: int = 0, heads_required: bool = False):
@@ -129,9 +149,7 @@ def load(path, cfg, *, fmt: str = "auto", seed: int = 0, heads_required: bool = 
                        f"not fit config.model ({cfg})")
     return jax.device_get(load_hero_checkpoint(path)[0])
   if fmt == "run":
-    params = _from_run(run_step_dir(path))
-    _check_shapes(params, cfg, str(path))
-    return params
+    return _fit_run_params(_from_run(run_step_dir(path)), cfg, str(path), seed, heads_required)
   if state_dict is None:
     raise ValueError(f"config.init_from {path}: format {fmt!r} needs a checkpoint file")
   if fmt == "roberta":

@@ -85,7 +85,8 @@ class Trainer:
     self.iterators = {self._key(task): self._pipeline(task) for task in self.tasks}
     # The state (sharded from the start), compiled steps (made on first use), outputs.
     self.state = step_lib.create_state(self.cfg, self.tx, self.mesh, self.rules, config.seed,
-                                       init_params(config, self.cfg, heads_required=config.mode == "eval"))
+                                       init_params(config, self.cfg, heads_required=config.mode == "eval"),
+                                       offload_opt_state=t.offload_opt_state)
     self.shardings = step_lib.state_shardings(self.state)
     self.steps, self.eval_steps = {}, {}
     self.checkpoints = checkpointing.manager(workdir, config.keep_checkpoints)

@@ -31,8 +31,16 @@ class TrainState:
   opt_state: Any
 
 
-def create_state(cfg, tx, mesh, rules, seed: int, params=None) -> TrainState:
-  """The state created already sharded (``params`` given: placed, not initialised)."""
+def create_state(cfg, tx, mesh, rules, seed: int, params=None,
+                 offload_opt_state: bool = False) -> TrainState:
+  """The state created already sharded (``params`` given: placed, not initialised).
+
+  ``offload_opt_state``: the optimizer state lives in pinned host memory
+  (each leaf keeps its sharding, in ``pinned_host``); the train step brings it
+  to the device for the update and puts the new one back. Device memory then
+  holds parameters and activations only, for two host<->device copies of the
+  Adam moments per step. It is created on the device first, then moved.
+  """
   shardings = sharding.param_shardings(params_lib.boxed_abstract_variables(cfg), mesh, rules)
 
   def init(key, given):
@@ -41,15 +49,23 @@ def create_state(cfg, tx, mesh, rules, seed: int, params=None) -> TrainState:
     return TrainState(step=jnp.zeros([], jnp.int32), params=p, opt_state=tx.init(p))
 
   with jax.set_mesh(mesh):
-    return jax.jit(init)(jax.random.key(seed), params)
+    state = jax.jit(init)(jax.random.key(seed), params)
+  if offload_opt_state:
+    state = state.replace(opt_state=jax.device_put(
+        state.opt_state, _with_memory_kind(state_shardings(state.opt_state), "pinned_host")))
+  return state
+
+
+def _with_memory_kind(shardings, kind: str):
+  return jax.tree.map(lambda s: s.with_memory_kind(kind), shardings)
+
+
+def _device_memory_kind() -> str:
+  return jax.devices()[0].default_memory().kind
 
 
 def state_shardings(state: TrainState):
   return jax.tree.map(lambda x: x.sharding, state)
-
-
-def _bank_sharding(bank):
-  return None if bank is None else bank.sharding
 
 
 def _tree_add(a, b):
@@ -77,7 +93,13 @@ def make_train_step(model: Hero, objective, settings, tx, mesh, rules, shardings
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     return loss, metrics, grads
 
+  opt_kinds = {s.memory_kind for s in jax.tree.leaves(shardings.opt_state)}
+  offloaded = "pinned_host" in opt_kinds
+
   def step_fn(state: TrainState, batch, rng, bank):
+    if offloaded:  # the optimizer state comes to the device for the update
+      state = state.replace(opt_state=jax.device_put(
+          state.opt_state, _with_memory_kind(shardings.opt_state, _device_memory_kind())))
     rngs = jax.random.split(rng, accum_steps)
     first = jax.tree.map(lambda x: x[0], batch)
     loss, metrics, grads = micro_grads(state.params, first, rngs[0], state.step, bank)
@@ -92,22 +114,19 @@ def make_train_step(model: Hero, objective, settings, tx, mesh, rules, shardings
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    opt_state = keep(opt_state, state.opt_state)
+    if offloaded:
+      opt_state = jax.device_put(opt_state, shardings.opt_state)
     new_state = TrainState(step=state.step + 1, params=keep(new_params, state.params),
-                           opt_state=keep(opt_state, state.opt_state))
+                           opt_state=opt_state)
     outputs = {"metrics": metrics, "finite": finite, "grad_norm": optax.tree.norm(grads),
                "param_norm": optax.tree.norm(new_state.params)}
     return new_state, outputs
 
   batch_sharding = sharding.batch_sharding(mesh, leading_axes=1)
-  jitted = jax.jit(step_fn, in_shardings=(shardings, batch_sharding, sharding.replicated(mesh),
-                                          _bank_sharding(frame_bank)),
-                   out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
-
-  def run(state, batch, rng):
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      return jitted(state, batch, rng, frame_bank)
-  run.jitted = jitted
-  return run
+  return _compiled_step(step_fn, (shardings, batch_sharding, sharding.replicated(mesh)),
+                        (shardings, sharding.replicated(mesh)), mesh, rules, frame_bank,
+                        donate_argnums=0)
 
 
 def make_eval_step(model: Hero, objective, settings, mesh, rules, param_shardings,
@@ -119,12 +138,28 @@ def make_eval_step(model: Hero, objective, settings, mesh, rules, param_sharding
                                 deterministic=True)
     return metrics
 
-  jitted = jax.jit(eval_fn, in_shardings=(param_shardings, sharding.batch_sharding(mesh),
-                                          sharding.replicated(mesh), _bank_sharding(frame_bank)),
-                   out_shardings=sharding.replicated(mesh))
+  return _compiled_step(eval_fn, (param_shardings, sharding.batch_sharding(mesh),
+                                  sharding.replicated(mesh)),
+                        sharding.replicated(mesh), mesh, rules, frame_bank)
 
-  def run(params, batch, step):
+
+def _compiled_step(fn, in_shardings: tuple, out_shardings, mesh, rules, frame_bank, **jit_kw):
+  """``run(*args)``: ``fn(*args, bank)`` jitted, under the mesh and the rules.
+
+  The frame bank is an argument of the compiled step (never a constant baked
+  into it); without a bank ``run.jitted`` takes just ``args``.
+  """
+  if frame_bank is None:
+    jitted = jax.jit(lambda *args: fn(*args, None), in_shardings=in_shardings,
+                     out_shardings=out_shardings, **jit_kw)
+    bank_args = ()
+  else:
+    jitted = jax.jit(fn, in_shardings=in_shardings + (frame_bank.sharding,),
+                     out_shardings=out_shardings, **jit_kw)
+    bank_args = (frame_bank,)
+
+  def run(*args):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      return jitted(params, batch, step, frame_bank)
+      return jitted(*args, *bank_args)
   run.jitted = jitted
   return run
