@@ -101,10 +101,9 @@ def stage_config(stage: Stage, row, scale: str, workdir, *, data_dir: str = "",
   from configs.ablation import recipe
   from hero_jax.train import tasks
   c = recipe.stage_config(row, f"{stage.task},{scale}")
-  if data_dir:
+  if data_dir:   # the tiny configs' folders start with /tmp/hero_tfds
     for entry in c.data.datasets.values():
-      entry.data_dir = data_dir if entry.data_dir == "/tmp/hero_tfds" else (
-          data_dir + entry.data_dir.removeprefix("/tmp/hero_tfds"))
+      entry.data_dir = data_dir + entry.data_dir.removeprefix("/tmp/hero_tfds")
   if stage.init_from:
     c.init_from, c.init_format = str(workdir / stage.init_from), "run"
   elif stage.task != "pretrain" and init_without_pretraining:
