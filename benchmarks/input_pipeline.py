@@ -49,11 +49,12 @@ TV_LIKE = synthetic.SyntheticSpec(train_videos=256, val_videos=8, feature_dim=43
                                   min_frames=40, max_frames=60, min_sub_words=8, max_sub_words=16)
 
 
-def measure(videos, objective, sizes, batch_videos, workers, batches, frame_index=None):
+def measure(videos, objective, sizes, batch_videos, workers, batches, frame_index=None,
+            read_threads=1):
   ctx = pipeline.host_context(videos, sizes, queries_per_video=sizes.queries)
   it = pipeline.make_pipeline(videos, objective, ctx, pipeline.PipelineOptions(
-      batch_videos=batch_videos, seed=0, worker_count=workers), process_index=0,
-      process_count=1, frame_index=frame_index)
+      batch_videos=batch_videos, seed=0, worker_count=workers, read_threads=read_threads),
+      process_index=0, process_count=1, frame_index=frame_index)
   next(it)
   nbytes = 0
   start = time.perf_counter()
@@ -111,7 +112,8 @@ def run(name, dataset_dir, args):
       for workers in args.workers:
         videos = host_videos if path == "host" else bank_videos
         index = indexes["train"] if path == "bank" else None
-        vps, mbps = measure(videos, objective, sizes, batch_videos, workers, args.batches, index)
+        vps, mbps = measure(videos, objective, sizes, batch_videos, workers, args.batches, index,
+                            args.read_threads)
         per_core = vps / min(max(workers, 1), os.cpu_count())
         ratios = " ".join(f"{vps / needs[label]:8.3f} {math.ceil(1.5 * needs[label] / per_core):7d}"
                           for label in labels)
@@ -129,6 +131,8 @@ def main():
   parser.add_argument("--batch_videos", type=int, default=32)
   parser.add_argument("--batches", type=int, default=10)
   parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+  parser.add_argument("--read_threads", type=int, default=1,
+                      help="grain read threads per pipeline process (config.data.read_threads)")
   parser.add_argument("--accelerator", default="H100", choices=sorted(KNOWN_PEAKS))
   parser.add_argument("--accelerators_per_host", type=int, default=8)
   parser.add_argument("--mfu", type=float, default=0.45)

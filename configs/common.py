@@ -68,6 +68,9 @@ def base_config(model: str = "base") -> ml_collections.ConfigDict:
       "val_split": "val",
       "max_clip_len": 100,
       "worker_count": 2,
+      # Threads reading and transforming records in each pipeline process
+      # (more contend for the GIL; 0: none, records read when a batch is asked).
+      "read_threads": 1,
       # Training frames stored on the devices, batches send only their rows
       # (hero_jax.data.frame_bank): off | replicated | sharded (rows over all devices).
       "frame_bank": "off",
@@ -131,5 +134,8 @@ def base_config(model: str = "base") -> ml_collections.ConfigDict:
   c.eval_batches = 10
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
+  # JAX's persistent compilation cache (a folder; "" = off): a restarted run
+  # loads its compiled steps instead of compiling them again.
+  c.compilation_cache_dir = ""
   c.lock()  # recipes change values; a field that is not declared here is an error
   return c

@@ -12,9 +12,13 @@ whole-split evaluation, and writes ``<workdir>/<table>_<scale>.md`` and
 ``.json``: the measured numbers, the paper's beside them. A stage that
 finished left ``result.json`` in its folder and is not run again; one that
 stopped resumes from its newest checkpoint, so the command resumes where it
-stopped. ``--shard i/n`` runs the i-th of n slices of the stages (pre-training
-first: run the shards' pre-training before their fine-tunes, or rerun after
-the others finished); the table is written from whatever results exist.
+stopped. The stages share one persistent compilation cache
+(``--compilation_cache``), so each shape compiles once per table.
+
+``--shard i/n`` runs every n-th stage from the i-th, pre-training first. A
+fine-tune whose pre-training another shard runs waits for it (polling its
+``result.json``), so the n jobs can start together; the table is written
+from whatever results exist when a shard ends.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import json
 import logging
 import pkgutil
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -101,9 +106,9 @@ def stage_config(stage: Stage, row, scale: str, workdir, *, data_dir: str = "",
   from configs.ablation import recipe
   from hero_jax.train import tasks
   c = recipe.stage_config(row, f"{stage.task},{scale}")
-  if data_dir:   # the tiny configs' folders start with /tmp/hero_tfds
+  if data_dir and scale == "tiny":   # the tiny configs' folders start with recipe.TINY_DATA_DIR
     for entry in c.data.datasets.values():
-      entry.data_dir = data_dir + entry.data_dir.removeprefix("/tmp/hero_tfds")
+      entry.data_dir = data_dir + entry.data_dir.removeprefix(recipe.TINY_DATA_DIR)
   if stage.init_from:
     c.init_from, c.init_format = str(workdir / stage.init_from), "run"
   elif stage.task != "pretrain" and init_without_pretraining:
@@ -189,6 +194,7 @@ def run(table_name: str, scale: str, workdir: str, *, row_names=None, rows_dirs:
   by_name = dict(rows)
   stages = plan(rows)
   index, count = shard
+  owner = {stage.folder: i % count for i, stage in enumerate(stages)}
   results = {}
   for i, stage in enumerate(stages):
     done = root / stage.folder / "result.json"
@@ -196,6 +202,8 @@ def run(table_name: str, scale: str, workdir: str, *, row_names=None, rows_dirs:
       if done.exists():
         results[stage.folder] = json.loads(done.read_text())["metrics"]
       continue
+    if stage.init_from and owner[stage.init_from] != index:
+      _wait_for(root / stage.init_from / "result.json", f"shard {owner[stage.init_from]}/{count}")
     config = stage_config(stage, by_name[stage.row_name], scale, root, data_dir=data_dir,
                           init_without_pretraining=init_without_pretraining, overrides=overrides)
     results[stage.folder] = run_stage(stage, config, root)
@@ -203,6 +211,14 @@ def run(table_name: str, scale: str, workdir: str, *, row_names=None, rows_dirs:
   (root / f"{table_name}_{scale}.md").write_text(markdown)
   (root / f"{table_name}_{scale}.json").write_text(json.dumps(record, indent=1))
   return markdown
+
+
+def _wait_for(done, who: str, poll_s: float = 30.0) -> None:
+  """Waits until another shard's pre-training has finished (its result.json)."""
+  if not done.exists():
+    log.info("ablation: waiting for %s (%s runs it)", done.parent, who)
+  while not done.exists():
+    time.sleep(poll_s)
 
 
 def _shard(text: str) -> tuple:
@@ -225,14 +241,24 @@ def main(argv=None) -> None:
                       help="a folder of your own row files (repeatable)")
   parser.add_argument("--shard", type=_shard, default=(0, 1), help="i/n: this job's stages")
   parser.add_argument("--data_dir", default="",
-                      help="tiny scale: where the synthetic sets are built (default /tmp/hero_tfds)")
+                      help="tiny scale: where the synthetic sets are built "
+                           "(default /tmp/hero_tfds_ablation)")
   parser.add_argument("--init_without_pretraining", default="",
                       help="weights the fine-tunes of rows without pre-training start from "
                            "(full scale: RoBERTa, as the paper's 'no pre-training'); default: "
                            "the fine-tune config's own start")
   parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                       help="a config override for every stage, e.g. train.num_steps=20")
+  parser.add_argument("--compilation_cache", default="",
+                      help="JAX's persistent compilation cache, shared by the stages (their "
+                           "models and batches have the same shapes); default "
+                           "<workdir>/compilation_cache for a local workdir; 'none': off")
   args = parser.parse_args(argv)
+  cache = args.compilation_cache or (
+      "" if paths.is_remote(args.workdir) else f"{args.workdir}/compilation_cache")
+  if cache and cache != "none":
+    from hero_jax import compilation_cache
+    compilation_cache.enable(cache)
   from absl import flags
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()   # grain workers read absl flags

@@ -80,6 +80,9 @@ def main(argv):
   if config is None or workdir is None:
     raise app.UsageError("--config and --workdir are required")
   tasks.check_config(config)
+  if config.compilation_cache_dir:
+    from hero_jax import compilation_cache
+    compilation_cache.enable(config.compilation_cache_dir)
   workdir = paths.workdir(workdir)
   # Our progress lines at INFO; the libraries' (orbax, tfds) chatter only from WARNING.
   absl_logging.set_verbosity(absl_logging.WARNING)

@@ -1,6 +1,9 @@
 """The ablation tables: every row's stages are valid configs; the command runs a row, resumes, tabulates."""
 
+import functools
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -62,7 +65,19 @@ def get_config(arg="pretrain,full"):
 '''
 
 
+@pytest.fixture
+def compilation_cache_off_afterwards():
+  """The command turns JAX's persistent cache on for its process; turn it off
+  again so that the worker's later tests compile as before."""
+  yield
+  import jax
+  from jax._src import compilation_cache
+  jax.config.update("jax_compilation_cache_dir", None)
+  compilation_cache.reset_cache()
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("compilation_cache_off_afterwards")
 def test_tiny_row_runs_resumes_and_writes_the_table(tmp_path, monkeypatch):
   """A row of your own (--rows_dir), four steps per stage: pre-training, then a
   video QA fine-tune starting from the pre-training run's shared weights, then
@@ -74,6 +89,7 @@ def test_tiny_row_runs_resumes_and_writes_the_table(tmp_path, monkeypatch):
           "--scale", "tiny", "--workdir", str(tmp_path / "w"), "--data_dir", str(tmp_path / "tfds"),
           "--set", "train.num_steps=4", "--set", "eval_batches=1"]
   ablation.main(argv)
+  assert any((tmp_path / "w" / "compilation_cache").iterdir())   # the stages' shared cache
   record = json.loads((tmp_path / "w" / "tasks_tiny.json").read_text())
   columns = record["rows"][0]["columns"]
   assert set(columns) == {"TVQA acc"}
@@ -87,6 +103,32 @@ def test_tiny_row_runs_resumes_and_writes_the_table(tmp_path, monkeypatch):
   monkeypatch.setattr("hero_jax.train.loop.Trainer", no_training)
   ablation.main(argv)
   assert json.loads((tmp_path / "w" / "tasks_tiny.json").read_text()) == record
+
+def test_shards_start_together_and_fine_tunes_wait_for_their_pre_training(tmp_path, monkeypatch):
+  """Two shards started at once: a fine-tune whose pre-training the other
+  shard runs waits for its result.json; every stage runs once."""
+  ran = []
+
+  def fake_stage(stage, config, workdir):
+    if stage.init_from:
+      assert (workdir / stage.init_from / "result.json").exists(), stage
+    time.sleep(0.05)
+    (workdir / stage.folder).mkdir(parents=True, exist_ok=True)
+    (workdir / stage.folder / "result.json").write_text(json.dumps({"metrics": {}}))
+    ran.append(stage.folder)
+    return {}
+  monkeypatch.setattr(ablation, "run_stage", fake_stage)
+  monkeypatch.setattr(ablation, "_wait_for", functools.partial(ablation._wait_for, poll_s=0.01))
+  kw = dict(row_names=["tasks_mlm", "tasks_mlm_mnce"])
+  second = threading.Thread(target=ablation.run, args=("tasks", "tiny", str(tmp_path)),
+                            kwargs={**kw, "shard": (1, 2)})
+  second.start()   # its first fine-tune needs the pre-training of shard 0, not started yet
+  time.sleep(0.2)
+  ablation.run("tasks", "tiny", str(tmp_path), **kw, shard=(0, 2))
+  second.join(timeout=30)
+  stages = ablation.plan(ablation.load_rows("tasks", kw["row_names"]))
+  assert sorted(ran) == sorted(s.folder for s in stages) and len(stages) == 10
+
 
 ROW_FILE = '''
 from configs.ablation import recipe

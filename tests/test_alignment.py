@@ -198,3 +198,40 @@ def test_reversed_subtitle_behaves_like_original():
   a = al.align_subtitles([(0.0, 1.5), (3.2, 3.1)], 4)
   assert a.sub2frames[1] == (1, (2,))
   assert a.frame2unique_sub[2] == 0
+
+
+@pytest.mark.parametrize("max_clip_len", [None, -1, 0, 5, 9, 100])
+def test_decoding_a_record_takes_the_cut_path_only_when_it_cuts(monkeypatch, max_clip_len):
+  """``records.decode_video`` skips ``cut_to_max_clip_len`` when nothing would
+  be cut; its videos equal the cut path's on random records (sorted and
+  unsorted rows, empty rows, frames past the cut and past the features)."""
+  import numpy as np
+  from hero_jax.data import records
+  rng = np.random.default_rng(0)
+  examples = []
+  for i in range(60):
+    n_frames = int(rng.integers(1, 12))
+    rows = [np.sort(rng.choice(12, size=int(rng.integers(0, 4)), replace=False))
+            for _ in range(int(rng.integers(1, 6)))]
+    if i % 3 == 0:
+      rows = [r[::-1] for r in rows]   # unsorted rows: the cut sorts them
+    rec = records.VideoRecord(
+        vid=f"v{i}", frames=rng.normal(size=(n_frames, 2)), num_frames=12,
+        sub_times=np.zeros((len(rows), 2)), sub_texts=[""] * len(rows),
+        row_ids=[rng.integers(5, 50, size=int(rng.integers(0, 5))) for _ in rows],
+        row_frames=rows, unmatched_frames=np.zeros((0,), np.int32))
+    examples.append(records.encode_video(rec))
+  took_fast_path = []
+  check = records._nothing_to_cut
+  monkeypatch.setattr(records, "_nothing_to_cut",
+                      lambda *args: took_fast_path.append(check(*args)) or took_fast_path[-1])
+  fast = [records.decode_video(ex, max_clip_len) for ex in examples]
+  assert 0 < sum(took_fast_path) < len(examples) or max_clip_len in (-1, 0)
+  monkeypatch.setattr(records, "_nothing_to_cut", lambda *args: False)
+  slow = [records.decode_video(ex, max_clip_len) for ex in examples]
+  for a, b in zip(fast, slow):
+    np.testing.assert_array_equal(a.frames, b.frames)
+    assert len(a.sub_ids) == len(b.sub_ids) and len(a.sub_frames) == len(b.sub_frames)
+    for x, y in zip(a.sub_ids + a.sub_frames, b.sub_ids + b.sub_frames):
+      assert x.dtype == y.dtype == np.int64
+      np.testing.assert_array_equal(x, y)

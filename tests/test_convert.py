@@ -586,6 +586,37 @@ def test_to_hero_pads_an_unpadded_vocab(tmp_path):
   assert report.ok
 
 
+@pytest.mark.parametrize("encoder", ["h_trm", "f_trm"])
+def test_baseline_encoders_convert_both_ways(tmp_path, capsys, encoder):
+  """H-TRM / F-TRM checkpoints (hero_jax.model.baselines) go out in the
+  original's names and come back exactly, the encoder read from the keys."""
+  import jax
+  from hero_jax.model.config import tiny_config
+  from hero_jax.model.params import init_params
+  cfg = tiny_config(encoder=encoder, vocab_size=320, num_attention_heads=4)
+  params = jax.device_get(init_params(cfg, 0))
+  checkpoint.save_hero_checkpoint(tmp_path / "ck", params, cfg)
+  assert cli_main(["to-hero", "--src", str(tmp_path / "ck"), "--out", str(tmp_path / "w.npz")]) == 0
+  assert f"encoder '{encoder}', a baseline" in capsys.readouterr().out
+  sd = files.load_state_dict(tmp_path / "w.npz")
+  assert mapping.infer_encoder(sd) == encoder
+  assert cli_main(["from-hero", "--src", str(tmp_path / "w.npz"), "--num-heads", "4",
+                   "--out", str(tmp_path / "back")]) == 0
+  back, back_cfg = checkpoint.load_hero_checkpoint(tmp_path / "back")
+  assert back_cfg.encoder == encoder
+  assert back_cfg.f_encoder_layers == cfg.f_encoder_layers
+  assert (back_cfg.temporal_layers == cfg.temporal_layers) == (encoder == "h_trm")
+  assert_trees_equal(back, params)
+
+
+def test_infer_encoder_from_the_modules_present():
+  sd = npz_state_dict()
+  assert mapping.infer_encoder(sd) == "hero"
+  assert mapping.infer_encoder({k: v for k, v in sd.items() if ".c_encoder." not in k}) == "f_trm"
+  assert mapping.infer_encoder({k: v for k, v in sd.items() if ".img_embeddings." not in k}) == "h_trm"
+  assert mapping.infer_encoder({"qa_pool.weight": np.zeros(1)}) is None
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".pt", ".npz"])
 def test_videoqa_checkpoint_converts_both_ways(tmp_path, suffix):

@@ -105,7 +105,8 @@ def test_workers_outlive_sigterm_until_closed_then_resume_exactly(videos):
   live on, give the same batches and stop when closed; the state resumes exactly."""
   ref = take(make(videos, "fom", seed=2), 4)
   before = set(multiprocessing.active_children())
-  it = make(videos, "fom", seed=2, worker_count=2)
+  # Chunks of 4 videos: the first two batches need both workers.
+  it = make(videos, "fom", seed=2, worker_count=2, chunk_videos=4)
   got = []
   fetch = threading.Thread(target=lambda: got.extend(take(it, 2)))
   fetch.start()  # grain starts the workers inside this call
@@ -123,7 +124,7 @@ def test_workers_outlive_sigterm_until_closed_then_resume_exactly(videos):
   assert all(not w.is_alive() and w.exitcode == 0 for w in workers), [w.exitcode for w in workers]
   assert it.get_state() == state
   assert_same(got, ref[:3])
-  resumed = make(videos, "fom", seed=2, worker_count=2)
+  resumed = make(videos, "fom", seed=2, worker_count=2, chunk_videos=4)
   resumed.set_state(state)
   assert_same(take(resumed, 1), ref[3:])
   resumed.close()
@@ -180,6 +181,10 @@ def test_global_batch_from_process_local_data(videos):
 def test_bad_options_and_lookups(videos):
   with pytest.raises(ValueError, match="batch_videos"):
     pipeline.PipelineOptions(batch_videos=0)
+  with pytest.raises(ValueError, match="chunk_videos must be positive, got 0"):
+    pipeline.PipelineOptions(batch_videos=8, chunk_videos=0)
+  with pytest.raises(ValueError, match="read_threads and read_buffer must be >= 0"):
+    pipeline.PipelineOptions(batch_videos=8, read_threads=-1)
   with pytest.raises(ValueError, match="fewer than batch_videos=64"):
     make(videos, batch_videos=64)
   with pytest.raises(KeyError, match="'nope'.*split 'train'"):
@@ -215,3 +220,16 @@ def test_data_that_does_not_fit_the_model_is_named(tmp_path):
     datasets.check_fits_model(videos, tiny_config(frame_feat_dim=48))
   with pytest.raises(ValueError, match=r"token ids reach \d+, .*config.model.vocab_size is 16"):
     datasets.check_fits_model(videos, tiny_config(frame_feat_dim=8, vocab_size=16))
+
+
+def test_a_synthetic_set_built_from_another_spec_is_refused(tmp_path):
+  import ml_collections
+  from hero_jax.data import datasets
+  spec = synthetic.SyntheticSpec(train_videos=4, val_videos=2, feature_dim=8)
+  config = ml_collections.ConfigDict({"data": {"synthetic": dataclasses.asdict(spec)}})
+  folder = datasets.dataset_dir("hero_synthetic/videos", str(tmp_path), config)   # built here
+  assert datasets.dataset_dir("hero_synthetic/videos", str(tmp_path), config) == folder
+  config.data.synthetic.max_frames = 16
+  with pytest.raises(ValueError, match=r"videos/1.0.0 was built from another synthetic spec .*"
+                                       r"max_frames: built 30, config 16"):
+    datasets.dataset_dir("hero_synthetic/videos", str(tmp_path), config)

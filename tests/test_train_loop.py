@@ -11,7 +11,7 @@ from hero_jax.train import loop, tasks
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # trains a tiny model for minutes
-STEPS = 240
+STEPS = 280
 
 
 def tiny_config(tmp_path, **train):

@@ -9,7 +9,8 @@ Commands:
 
 Model sizes. ``from-hero`` reads every size it can from the tensor shapes
 (hidden, intermediate, vocab, frame feature dim, frame positions, FOM
-classes, layer counts). Vocabulary: original checkpoints always hold a
+classes, layer counts, and the encoder: HERO, or the H-TRM / F-TRM baselines
+that ``to-hero`` wrote, recognised by the modules present). Vocabulary: original checkpoints always hold a
 table padded to a multiple of 8 (``pad_vocab``), while the original JSON
 configs give the tokenizer's size; a ``--model-config`` whose vocab_size is
 not a multiple of 8 (``hero_pretrain.json``'s 50265) gives the padded table
@@ -143,6 +144,10 @@ def cmd_to_hero(args) -> int:
     print(f"note: vocabulary padded with {added} zero rows to {cfg.vocab_size + added} "
           "(original checkpoints always hold a multiple of 8 rows); load it with vocab_size "
           f"{cfg.vocab_size + added}, MLM logits sliced to {cfg.mlm_columns}")
+  if cfg.encoder != "hero":
+    print(f"note: encoder {cfg.encoder!r}, a baseline the original code does not have: the file "
+          "holds HERO's names for the modules it shares with HERO and none for the ones it "
+          "lacks, so the original loads it only non-strictly; from-hero reads it back exactly")
   print(f"wrote {out} ({len(sd)} tensors)")
   return 0
 

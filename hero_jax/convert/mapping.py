@@ -421,7 +421,7 @@ def infer_config_kwargs(state_dict: Mapping[str, Any]) -> dict:
   put("type_vocab_size", types and types[0])
   inter = shape(f + "encoder.layer.0.intermediate.dense.weight")
   put("intermediate_size", inter and inter[0])
-  img = shape(f + "img_embeddings.img_linear.weight")
+  img = shape(f + "img_embeddings.img_linear.weight") or shape("v_encoder.frame_transform.net.1.weight")
   put("frame_feat_dim", img and img[1])
   frame_pos = shape(f + "img_embeddings.position_embeddings.weight")
   put("max_frame_positions", frame_pos and frame_pos[0])
@@ -433,4 +433,26 @@ def infer_config_kwargs(state_dict: Mapping[str, Any]) -> dict:
   put("heads", "videoqa" if "qa_pool.weight" in sd else None)
   put("cross_layers", _layer_count(sd, f + "encoder.layer."))
   put("temporal_layers", _layer_count(sd, "v_encoder.c_encoder.encoder.layer."))
+  encoder = infer_encoder(sd)
+  if encoder not in (None, "hero"):
+    kw["encoder"] = encoder
+  if encoder == "f_trm" and "cross_layers" in kw:
+    # One flat stack of cross_layers + temporal_layers layers: the split is not
+    # in the names, and the model depends only on the sum.
+    kw["temporal_layers"] = 0
   return kw
+
+
+def infer_encoder(state_dict: Mapping[str, Any]) -> str | None:
+  """The video encoder (``HeroConfig.encoder``) of a state dict in the original's
+  names: HERO has the temporal transformer (``v_encoder.c_encoder``) and the
+  cross-modal frame embedding (``f_encoder.img_embeddings``); H-TRM only the
+  first, F-TRM only the second (``hero_jax.model.baselines``); None: neither."""
+  keys = [rename_legacy(k) for k in state_dict]
+  temporal = any(k.startswith("v_encoder.c_encoder.") for k in keys)
+  frames = any(k.startswith("v_encoder.f_encoder.img_embeddings.") for k in keys)
+  if temporal and frames:
+    return "hero"
+  if temporal:
+    return "h_trm"
+  return "f_trm" if frames else None

@@ -9,22 +9,41 @@ first use, so the embedded default needs no download.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from hero_jax import paths
 from hero_jax.data import pipeline
 
 
-def _build_synthetic(name: str, data_dir: str, config) -> None:
-  from hero_jax.data import build, synthetic
-  spec = dataclasses.replace(synthetic.SyntheticSpec(), **dict(config.data.synthetic))
-  build.build(name, str(paths.resolve(data_dir)), spec=spec)
+def _synthetic_spec(config):
+  from hero_jax.data import synthetic
+  return dataclasses.replace(synthetic.SyntheticSpec(), **dict(config.data.synthetic))
+
+
+def _check_synthetic_spec(folder: str, config) -> None:
+  """A synthetic set built earlier must be the one ``config.data.synthetic``
+  describes: another spec's set in the same folder would be used silently."""
+  built = json.loads((paths.resolve(folder) / "metadata.json").read_text()).get("synthetic_spec")
+  wanted = dataclasses.asdict(_synthetic_spec(config))
+  differ = {k: (built.get(k), v) for k, v in wanted.items() if built and built.get(k) != v}
+  if differ:
+    fields = ", ".join(f"{k}: built {b!r}, config {w!r}" for k, (b, w) in sorted(differ.items()))
+    raise ValueError(f"{folder} was built from another synthetic spec than "
+                     f"config.data.synthetic ({fields}); give the dataset another data_dir, "
+                     "or remove the folder to rebuild it")
 
 
 def dataset_dir(name: str, data_dir: str, config) -> str:
-  """A built dataset's folder; the synthetic set is built on first use."""
-  if name.startswith("hero_synthetic/") and not (paths.resolve(data_dir) / name).is_dir():
-    _build_synthetic(name, data_dir, config)
-  return pipeline.dataset_dir(data_dir, name)
+  """A built dataset's folder; the synthetic set is built on first use (and
+  checked against ``config.data.synthetic`` when it exists)."""
+  synthetic = name.startswith("hero_synthetic/")
+  if synthetic and not (paths.resolve(data_dir) / name).is_dir():
+    from hero_jax.data import build
+    build.build(name, str(paths.resolve(data_dir)), spec=_synthetic_spec(config))
+  folder = pipeline.dataset_dir(data_dir, name)
+  if synthetic:
+    _check_synthetic_spec(folder, config)
+  return folder
 
 
 def open_split(entry, split: str, config, decode_frames: bool = True):

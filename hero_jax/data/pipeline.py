@@ -33,7 +33,7 @@ from hero_jax.data import frame_bank, records
 from hero_jax.objectives import host
 from hero_jax.objectives import registry
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def dataset_dir(data_dir: str, dataset: str, version: Optional[str] = None) -> str:
@@ -236,12 +236,23 @@ class PipelineOptions:
   num_epochs: Optional[int] = None  # None: repeat forever
   worker_count: int = 0
   worker_buffer_size: int = 2
+  # grain's read threads and prefetch buffer, per process (the main one, or
+  # each worker). The host transforms hold the GIL, so more threads only
+  # contend for it (grain's default of 16 gave a third of one thread's rate).
+  read_threads: int = 1
+  read_buffer: int = 16
+  chunk_videos: int = 16   # records transformed and sent to the main process together
 
   def __post_init__(self):
     if self.batch_videos <= 0:
       raise ValueError(f"batch_videos must be positive, got {self.batch_videos}")
     if self.worker_count < 0:
       raise ValueError(f"worker_count must be >= 0, got {self.worker_count}")
+    if self.chunk_videos <= 0:
+      raise ValueError(f"chunk_videos must be positive, got {self.chunk_videos}")
+    if self.read_threads < 0 or self.read_buffer < 0:
+      raise ValueError(f"read_threads and read_buffer must be >= 0, got {self.read_threads}, "
+                       f"{self.read_buffer}")
 
 
 def example_seed(seed: int, objective: str, record_index: int, epoch: int) -> list:
@@ -310,6 +321,24 @@ class _Transform:
     return {"example": example, "stats": dict(stats)}
 
 
+def _pack_chunk(items: list) -> dict:
+  """A chunk of transformed records as one transfer: the examples stacked
+  (grain moves each array through its own shared-memory block, so a few
+  large arrays instead of ten per video), the rest (skips, stats) as is."""
+  examples = [item.pop("example") for item in items if "example" in item]
+  return {"items": items, "examples": layout.stack_examples(examples) if examples else {}}
+
+
+def _unpack_chunk(chunk: dict) -> list:
+  """``_pack_chunk``'s items back, each example a view into the stacked arrays."""
+  items, j = chunk["items"], 0
+  for item in items:
+    if "skip" not in item:
+      item["example"] = {k: v[j] for k, v in chunk["examples"].items()}
+      j += 1
+  return items
+
+
 def _tag(index: int, raw) -> tuple:
   return index, raw
 
@@ -368,9 +397,12 @@ class BatchIterator:
 
   def __init__(self, dataset, objective: str, batch_videos: int):
     with _sigterm_blocked():
-      self._it = iter(dataset)
+      self._it = iter(dataset)   # chunks of consecutive transformed records (_pack_chunk)
     self.objective = objective
     self.batch_videos = batch_videos
+    self._chunk: list = []
+    self._pos = 0               # items of the current chunk already used
+    self._chunk_state = None    # grain's state before the current chunk
     self.skipped = collections.Counter()
     self.skipped_ids: dict = {}
     self.stats = collections.Counter()
@@ -390,7 +422,7 @@ class BatchIterator:
   def __next__(self) -> dict:
     examples = []
     while len(examples) < self.batch_videos:
-      item = next(self._it)  # StopIteration ends a finite pipeline; a partial batch is dropped
+      item = self._next_item()  # StopIteration ends a finite pipeline; a partial batch is dropped
       if "skip" in item:
         self.skipped[item["skip"]] += 1
         ids = self.skipped_ids.setdefault(item["skip"], [])
@@ -404,9 +436,21 @@ class BatchIterator:
     self.padding = layout.padding_share(batch)
     return batch
 
+  def _next_item(self) -> dict:
+    if self._pos == len(self._chunk):
+      self._chunk_state = self._it.get_state()
+      self._chunk, self._pos = _unpack_chunk(next(self._it)), 0
+    self._pos += 1
+    return self._chunk[self._pos - 1]
+
   @_sigterm_blocked()
   def get_state(self) -> dict:
-    return {"version": STATE_VERSION, "grain": self._it.get_state(),
+    # Inside a chunk: the state before it and the items used (a restore reads
+    # the chunk again, deterministic, and skips them).
+    inside = 0 < self._pos < len(self._chunk)
+    return {"version": STATE_VERSION,
+            "grain": self._chunk_state if inside else self._it.get_state(),
+            "chunk_pos": self._pos if inside else 0,
             "skipped": dict(self.skipped), "stats": dict(self.stats), "batches": self.batches}
 
   @_sigterm_blocked()
@@ -414,6 +458,10 @@ class BatchIterator:
     if state.get("version") != STATE_VERSION:
       raise ValueError(f"iterator state version {state.get('version')!r}, expected {STATE_VERSION}")
     self._it.set_state(state["grain"])
+    self._chunk, self._pos = [], 0
+    if state["chunk_pos"]:
+      self._chunk_state = state["grain"]
+      self._chunk, self._pos = _unpack_chunk(next(self._it)), state["chunk_pos"]
     self.skipped = collections.Counter(state["skipped"])
     self.stats = collections.Counter(state["stats"])
     self.batches = int(state["batches"])
@@ -448,7 +496,12 @@ def make_pipeline(videos, objective: str, ctx: host.HostContext,
   ds = ds.repeat(options.num_epochs)
   ds = ds.map_with_index(_Transform(objective, make_example, ctx, options.seed, shard_len,
                                     videos.max_clip_len, spec.records, frame_index))
-  it_ds = ds.to_iter_dataset()
+  # Chunks of consecutive records cross to the main process together (one
+  # transfer per chunk, not per video); workers take whole chunks in turn, so
+  # the stream, and every batch, is the same whatever the worker count.
+  ds = ds.batch(options.chunk_videos, batch_fn=_pack_chunk)
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=options.read_threads,
+                                                prefetch_buffer_size=options.read_buffer))
   if options.worker_count > 0:
     # Launching the resource tracker unblocks SIGTERM in the launching thread
     # (multiprocessing.resource_tracker.ensure_running): launch it here, not in

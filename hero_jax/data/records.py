@@ -125,13 +125,20 @@ def decode_video(example: dict, max_clip_len: Optional[int]) -> layout.VideoExam
   """
   vid = text(example["vid"])
   row_ids = _split(example["row_token_ids"], example["row_token_lengths"])
-  row_frames = _split(example["row_frames"], example["row_frame_counts"])
+  frames = np.asarray(example["frames"])
+  n = frames.shape[0] if max_clip_len is None else min(frames.shape[0], max_clip_len)
+  flat_frames = np.asarray(example["row_frames"], np.int64)
+  counts = np.asarray(example["row_frame_counts"])
+  row_frames = _split(flat_frames, counts)
+  if _nothing_to_cut(flat_frames, counts, n, max_clip_len is None):
+    # The common case, in array operations: every row kept with all its frames.
+    return layout.VideoExample(vid=vid, frames=frames[:n],
+                               sub_ids=[np.asarray(ids, np.int64) for ids in row_ids],
+                               sub_frames=row_frames)
   pairs = tuple((i, tuple(int(f) for f in fr)) for i, fr in enumerate(row_frames))
   kept, _, _ = alignment_lib.cut_to_max_clip_len(
       pairs, tuple(int(f) for f in example["unmatched_frames"]),
       int(example["num_frames"]), max_clip_len)
-  frames = np.asarray(example["frames"])
-  n = frames.shape[0] if max_clip_len is None else min(frames.shape[0], max_clip_len)
   # The original keeps only the frames the features have (VideoFeatSubTokDataset:
   # ``f_idx in range(v_feat.shape[0])``), when the alignment counted more.
   # Frames stay float16 as stored (half the bytes between processes and to the
@@ -140,6 +147,19 @@ def decode_video(example: dict, max_clip_len: Optional[int]) -> layout.VideoExam
       vid=vid, frames=frames[:n],
       sub_ids=[np.asarray(row_ids[i], np.int64) for i, _ in kept],
       sub_frames=[np.asarray([f for f in fr if f < n], np.int64) for _, fr in kept])
+
+
+def _nothing_to_cut(flat_frames: np.ndarray, counts: np.ndarray, n: int, no_cut: bool) -> bool:
+  """Whether ``cut_to_max_clip_len`` and the frame filter keep every row and
+  frame as stored: all frames < n (n <= max_clip_len) and, when there is a cut
+  (which sorts each row's frames), every row already sorted."""
+  if flat_frames.size and flat_frames.max() >= n:
+    return False
+  if no_cut or flat_frames.size < 2:
+    return True
+  new_row = np.zeros(flat_frames.size, bool)
+  new_row[(np.cumsum(counts) - counts)[counts > 0]] = True
+  return bool(np.all((np.diff(flat_frames) >= 0) | new_row[1:]))
 
 
 def sub_texts(example: dict) -> list:

@@ -34,6 +34,19 @@ def _truncated_ids(video, ctx) -> list:
   return [np.asarray(ids, np.int64)[:ctx.max_txt_len] for ids in video.sub_ids]
 
 
+def _flat(rows: list) -> tuple:
+  """(concatenated rows, row lengths)."""
+  lengths = np.fromiter((r.size for r in rows), np.int64, count=len(rows))
+  flat = np.concatenate(rows) if rows else np.zeros((0,), np.int64)
+  return flat, lengths
+
+
+def _split(flat: np.ndarray, lengths: np.ndarray) -> tuple:
+  """The rows of ``flat`` back (views; faster than ``np.split`` for short rows)."""
+  ends = np.cumsum(lengths).tolist()
+  return tuple(flat[end - n:end] for end, n in zip(ends, lengths.tolist()))
+
+
 def draw_mlm_choices(video: layout.VideoExample, rng: np.random.Generator,
                      ctx: host.HostContext) -> MlmChoices:
   """BERT-style corruption, token by token, as HERO's ``random_word``.
@@ -42,36 +55,40 @@ def draw_mlm_choices(video: layout.VideoExample, rng: np.random.Generator,
   gives MASK, < 0.9 a uniform id from ``range(*v_range)``, else unchanged. A
   row with tokens but no chosen one gets its first token forced to MASK. An
   empty subtitle has nothing to choose (the original would crash on it).
+  Drawn for the whole video at once (the uniforms of all its tokens, then the
+  random ids): the same distribution as the original's row-by-row draw.
   """
   lo, hi = ctx.ids.v_range
-  chosen, inputs = [], []
-  for ids in _truncated_ids(video, ctx):
-    u = rng.random(ids.size)
-    pick = u < ctx.mask_prob
-    scaled = u / ctx.mask_prob if ctx.mask_prob > 0 else np.ones_like(u)
-    to_mask = pick & (scaled < 0.8)
-    to_rand = pick & (scaled >= 0.8) & (scaled < 0.9)
-    corrupted = ids.copy()
-    corrupted[to_mask] = ctx.ids.mask
-    corrupted[to_rand] = rng.integers(lo, hi, size=int(to_rand.sum()))
-    if ids.size and not pick.any():
-      pick[0] = True
-      corrupted[0] = ctx.ids.mask
-    chosen.append(pick)
-    inputs.append(corrupted)
-  return MlmChoices(chosen=tuple(chosen), inputs=tuple(inputs))
+  ids, lengths = _flat(_truncated_ids(video, ctx))
+  u = rng.random(ids.size)
+  pick = u < ctx.mask_prob
+  scaled = u / ctx.mask_prob if ctx.mask_prob > 0 else np.ones_like(u)
+  to_mask = pick & (scaled < 0.8)
+  to_rand = pick & (scaled >= 0.8) & (scaled < 0.9)
+  corrupted = ids.copy()
+  corrupted[to_mask] = ctx.ids.mask
+  corrupted[to_rand] = rng.integers(lo, hi, size=int(to_rand.sum()))
+  starts = np.cumsum(lengths) - lengths
+  rows = np.repeat(np.arange(lengths.size), lengths)
+  forced = starts[(lengths > 0) & (np.bincount(rows, pick, minlength=lengths.size) == 0)]
+  pick[forced] = True
+  corrupted[forced] = ctx.ids.mask
+  return MlmChoices(chosen=_split(pick, lengths), inputs=_split(corrupted, lengths))
 
 
-def _check_choices(video, choices: MlmChoices, truncated: list) -> None:
-  if len(choices.chosen) != len(truncated) or len(choices.inputs) != len(truncated):
+def _check_choices(video, choices: MlmChoices, lengths: np.ndarray) -> None:
+  if len(choices.chosen) != lengths.size or len(choices.inputs) != lengths.size:
     raise ValueError(
         f"video {video.vid!r}: MLM choices for {len(choices.chosen)}/{len(choices.inputs)} "
-        f"rows, the video has {len(truncated)} subtitles")
-  for r, ids in enumerate(truncated):
-    if np.shape(choices.chosen[r]) != ids.shape or np.shape(choices.inputs[r]) != ids.shape:
+        f"rows, the video has {lengths.size} subtitles")
+  for name in ("chosen", "inputs"):
+    shapes = [np.shape(x) for x in getattr(choices, name)]
+    bad = [r for r, (shape, n) in enumerate(zip(shapes, lengths)) if shape != (n,)]
+    if bad:
+      r = bad[0]
       raise ValueError(
           f"video {video.vid!r}: MLM choices of subtitle {r} have shapes "
-          f"{np.shape(choices.chosen[r])}/{np.shape(choices.inputs[r])}, expected {ids.shape}")
+          f"{np.shape(choices.chosen[r])}/{np.shape(choices.inputs[r])}, expected ({lengths[r]},)")
 
 
 def build_mlm_example(video: layout.VideoExample, choices: MlmChoices,
@@ -89,29 +106,28 @@ def build_mlm_example(video: layout.VideoExample, choices: MlmChoices,
   small for the data.
   """
   s = ctx.sizes
-  truncated = _truncated_ids(video, ctx)
-  _check_choices(video, choices, truncated)
-  if not any(ids.size for ids in truncated):
+  ids, lengths = _flat(_truncated_ids(video, ctx))
+  _check_choices(video, choices, lengths)
+  if not ids.size:
     raise registry.SkipExample(
         "mlm_no_tokens", f"video {video.vid!r} has no subtitle token")
-  rows, positions, labels = [], [], []
-  for r, ids in enumerate(truncated):
-    if ids.size == 0:
-      host.count(stats, "mlm_empty_rows")
-    rows.append(np.concatenate([[ctx.ids.cls], np.asarray(choices.inputs[r], np.int64)]))
-    t = np.flatnonzero(np.asarray(choices.chosen[r], bool)) + 1
-    keep = t < s.max_row_tokens
-    host.count(stats, "mlm_predictions_truncated", int((~keep).sum()))
-    positions.append(r * s.max_row_tokens + t[keep])
-    labels.append(ids[t[keep] - 1])
-  positions = np.concatenate(positions)
-  labels = np.concatenate(labels)
+  host.count(stats, "mlm_empty_rows", int((lengths == 0).sum()))
+  chosen = np.concatenate(choices.chosen).astype(bool)
+  inputs = np.concatenate(choices.inputs).astype(np.int64)
+  starts = np.cumsum(lengths) - lengths
+  # Token j of the video sits at slot t = 1 + its place in its row (t = 0: [CLS]).
+  t = np.arange(ids.size) - np.repeat(starts, lengths) + 1
+  keep = chosen & (t < s.max_row_tokens)
+  host.count(stats, "mlm_predictions_truncated", int((chosen & ~keep).sum()))
+  positions = np.repeat(np.arange(lengths.size), lengths)[keep] * s.max_row_tokens + t[keep]
+  labels = ids[keep]
   k = positions.size
   if k > s.max_predictions:
     raise registry.SkipExample(
         "mlm_too_many_predictions",
         f"video {video.vid!r}: {k} MLM predictions > max_predictions={s.max_predictions}")
-  out = host.build_video_fields(video, ctx, rows, stats)
+  rows = _split(np.insert(inputs, starts, ctx.ids.cls), lengths + 1)
+  out = host.build_video_fields(video, ctx, list(rows), stats)
   out["mlm_positions"] = np.zeros((s.max_predictions,), np.int32)
   out["mlm_labels"] = np.zeros((s.max_predictions,), np.int32)
   out["mlm_weights"] = np.zeros((s.max_predictions,), np.float32)

@@ -120,7 +120,8 @@ class Trainer:
     frame_index = None if videos else self.frame_index.get(task.dataset)
     videos = videos or self.train_videos[task.dataset]
     options = {"batch_videos": self.local_batch, "seed": self.config.seed,
-               "worker_count": self.config.data.worker_count, **options}
+               "worker_count": self.config.data.worker_count,
+               "read_threads": self.config.data.read_threads, **options}
     return pipeline.make_pipeline(videos, task.objective, self._context(videos),
                                   pipeline.PipelineOptions(**options), frame_index=frame_index)
 
