@@ -20,8 +20,9 @@ videos, forward + backward; ``benchmarks/train_step.py`` prints the measured
 figure), times ``--accelerators_per_host``. ``--step_videos_per_s`` adds the
 demand of a measured step. The ratio supply / demand is what the input must
 keep above 1 (the goal: 1.5 for the bank path). MB/s counts the bytes of the
-batches handed to the step. The first batch of each run (worker start-up) is
-not timed.
+batches handed to the step. The first 1 + workers batches of each run (worker
+start-up) are not timed. ``--read_threads`` sets grain's read threads per
+pipeline process (``config.data.read_threads``, default 1).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def measure(videos, objective, sizes, batch_videos, workers, batches, frame_inde
   it = pipeline.make_pipeline(videos, objective, ctx, pipeline.PipelineOptions(
       batch_videos=batch_videos, seed=0, worker_count=workers, read_threads=read_threads),
       process_index=0, process_count=1, frame_index=frame_index)
-  next(it)
+  for _ in range(1 + workers):   # untimed: every worker started and delivering
+    next(it)
   nbytes = 0
   start = time.perf_counter()
   for _ in range(batches):

@@ -39,7 +39,7 @@ COLUMNS = (
 # Optimizer steps of the tiny stages (CPU minutes each).
 TINY_STEPS = {"pretrain": 300, "tvr": 200, "how2r": 200, "tvqa": 200, "how2qa": 200}
 # The tiny scale's synthetic videos: shorter than the tiny configs' 12-30
-# frames (half the step time), so they are built into a folder of their own.
+# frames (shorter steps), so they are built into a folder of their own.
 TINY_DATA_DIR = "/tmp/hero_tfds_ablation"
 TINY_VIDEOS = {"min_frames": 8, "max_frames": 16}
 TINY_LAYOUT = {"max_frames": 16, "max_rows": 16}

@@ -236,12 +236,13 @@ class PipelineOptions:
   num_epochs: Optional[int] = None  # None: repeat forever
   worker_count: int = 0
   worker_buffer_size: int = 2
-  # grain's read threads and prefetch buffer, per process (the main one, or
-  # each worker). The host transforms hold the GIL, so more threads only
-  # contend for it (grain's default of 16 gave a third of one thread's rate).
-  read_threads: int = 1
-  read_buffer: int = 16
   chunk_videos: int = 16   # records transformed and sent to the main process together
+  # grain's read threads and prefetch buffer (in chunks), per process (the main
+  # one, or each worker). The host transforms hold the GIL, so more threads
+  # only contend for it (grain's default of 16 gave a third of one thread's
+  # rate); a pipeline whose objective is not drawn still fills its buffer.
+  read_threads: int = 1
+  read_buffer: int = 4
 
   def __post_init__(self):
     if self.batch_videos <= 0:
