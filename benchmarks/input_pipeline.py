@@ -43,7 +43,8 @@ from hero_jax.data import build, frame_bank, pipeline, synthetic
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_step import KNOWN_PEAKS  # noqa: E402
 
-OBJECTIVES = ("mlm", "mfm-nce", "fom", "vsm")
+# mlm-device: MLM whose corruption the step draws (hero_jax/objectives/mlm_device.py).
+OBJECTIVES = ("mlm", "mlm-device", "mfm-nce", "fom", "vsm")
 # Frames, subtitles and feature size of HERO's TV features (60-90 s at 1.5 s a
 # frame, ResNet + SlowFast 4352-d), as the synthetic generator can make them.
 TV_LIKE = synthetic.SyntheticSpec(train_videos=256, val_videos=8, feature_dim=4352,
@@ -109,7 +110,7 @@ def run(name, dataset_dir, args):
   print(f"{'objective':10s} {'path':5s} {'workers':>7s} {'videos/s':>10s} {'MB/s':>8s} "
         f"{'per core':>8s} " + " ".join(f"{'ratio' + str(i + 1):>8s} {'cores' + str(i + 1):>7s}"
                                      for i in range(len(labels))))
-  for objective in OBJECTIVES:
+  for objective in args.objectives:
     for path in ("host", "bank"):
       for workers in args.workers:
         videos = host_videos if path == "host" else bank_videos
@@ -131,6 +132,7 @@ def main():
   parser.add_argument("--release_dir", help="a HERO release-layout folder to build and read")
   parser.add_argument("--dataset_dir", help="an already built videos dataset folder")
   parser.add_argument("--batch_videos", type=int, default=32)
+  parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
   parser.add_argument("--batches", type=int, default=10)
   parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
   parser.add_argument("--read_threads", type=int, default=1,

@@ -53,7 +53,8 @@ Objective-specific fields:
 
 * MLM: ``mlm_positions`` int32 [V, K] (flat index ``r * T + t`` into the row
   text slots), ``mlm_labels`` int32 [V, K], ``mlm_weights`` float32 [V, K]
-  (1 for real predictions).
+  (1 for real predictions). ``mlm-device`` sends instead the rows uncorrupted
+  and ``mlm_draw`` int32 [V, 3] (MASK id, ``v_range``); its step draws the rest.
 * MFM (``mfm-nce``, ``mffr``): ``mfm_mask`` int32 [V, F], 1 for masked frames.
   ``frames`` stay unmasked on the host: the model zeroes masked frames, and the
   regression targets are ``frames`` at masked positions.
@@ -147,6 +148,7 @@ def field_shapes(sizes: LayoutSizes, frame_dim: int, fields) -> dict:
       "mlm_positions": ((s.max_predictions,), np.int32),
       "mlm_labels": ((s.max_predictions,), np.int32),
       "mlm_weights": ((s.max_predictions,), np.float32),
+      "mlm_draw": ((3,), np.int32),
       "mfm_mask": ((s.max_frames,), np.int32),
       "fom_source": ((s.max_frames,), np.int32),
       "fom_targets": ((s.max_frames,), np.int32),

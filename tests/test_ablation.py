@@ -87,7 +87,9 @@ def test_tiny_row_runs_resumes_and_writes_the_table(tmp_path, monkeypatch):
   (tmp_path / "rows" / "small_mlm.py").write_text(SMALL_ROW)
   argv = ["--table", "tasks", "--rows", "small_mlm", "--rows_dir", str(tmp_path / "rows"),
           "--scale", "tiny", "--workdir", str(tmp_path / "w"), "--data_dir", str(tmp_path / "tfds"),
-          "--set", "train.num_steps=4", "--set", "eval_batches=1"]
+          "--set", "train.num_steps=4", "--set", "eval_batches=1",
+          # few videos: a small data build
+          "--set", "data.synthetic.train_videos=64", "--set", "data.synthetic.val_videos=16"]
   ablation.main(argv)
   assert any((tmp_path / "w" / "compilation_cache").iterdir())   # the stages' shared cache
   record = json.loads((tmp_path / "w" / "tasks_tiny.json").read_text())

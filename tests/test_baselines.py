@@ -76,9 +76,11 @@ FIRST_LAYER = "v_encoder/f_encoder/encoder/layer_0/attention/self/query/kernel"
 FAST = {("h_trm", "videoqa"), ("f_trm", "videoqa")}
 
 
+# HERO's own passes are tests/test_model.py's (pre-training) and the fine-tuning
+# tests'; MFFR reads the encoder exactly as MFM-NCE does (only the loss differs).
 @pytest.mark.parametrize("encoder,name", [
     pytest.param(e, n, marks=() if (e, n) in FAST else pytest.mark.slow, id=f"{e}-{n}")
-    for e in ENCODERS for n in OBJECTIVES])
+    for e in ("h_trm", "f_trm") for n in OBJECTIVES if n != "mffr"])
 def test_every_objective_runs_forward_and_backward(encoder, name):
   cfg = config(encoder, name, hidden_dropout=0.1, attention_dropout=0.1)
   batch, objective = batch_for(name), registry.get(name)

@@ -80,8 +80,8 @@ def tiny_config(tmp_path, bank: str, devices: int):
   c.data.datasets.synthetic.data_dir = str(tmp_path / "tfds")
   c.data.synthetic.train_videos, c.data.synthetic.val_videos = 32, 8
   c.data.frame_bank = bank
-  # The objectives that read frames most: as targets (MFM-NCE) and per query (VSM).
-  common.use_objectives(c, mfm_nce=1.0, vsm=1.0)
+  # The objective that reads frames most: as input and as targets (MFM-NCE).
+  common.use_objectives(c, mfm_nce=1.0)
   c.train.num_steps, c.train.batch_videos = 6, 8
   c.log_every, c.eval_every, c.checkpoint_every = 1, 0, 6
   c.mesh.num_devices = devices
@@ -90,8 +90,8 @@ def tiny_config(tmp_path, bank: str, devices: int):
 
 @pytest.mark.slow
 def test_training_on_a_sharded_bank_equals_the_host_path(tmp_path):
-  """Six MFM-NCE / VSM steps on 2 devices, the bank's rows split over both: the
-  same losses and parameters as the host path, bit for bit."""
+  """Six MFM-NCE steps on 2 devices, the bank's rows split over both: the same
+  losses and parameters as the host path, bit for bit."""
   def run(mode):
     trainer = loop.Trainer(tiny_config(tmp_path, mode, devices=2), str(tmp_path / mode))
     last = trainer.train()

@@ -8,6 +8,11 @@ maps every gs:// path onto a local folder (etils.epath mocked, orbax's TensorSto
 mapped), so the run takes the bucket code paths offline (epath for the config copy, metrics and
 TensorBoard events, orbax's GCS commit protocol). It must equal the session's ``reference_run``
 (no workers, a local folder) bit for bit.
+
+Also: a run SIGKILLed mid-run, then SIGTERMed (preemption), then restarted in a
+local folder equals it too. Both tests live in this file so that one test
+process runs them (and the shared reference run) in turn: in two files, the
+process that did not hold the reference run's lock would sit idle waiting.
 """
 
 from __future__ import annotations
@@ -126,3 +131,25 @@ def test_sigterm_to_process_group_with_workers_in_a_bucket_saves_and_resumes_exa
   assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 2  # one per start
   # The reference ran without workers, on a local disk: neither changes anything.
   runs.assert_same_run(reference, run)
+
+
+def test_killed_and_preempted_run_resumes_exactly(reference_run, tmp_path):
+  reference, data_dir, env = reference_run
+  resumed = tmp_path / "run"
+  argv = runs.command(resumed, data_dir)
+  with open(tmp_path / "log.txt", "w") as log:
+    proc = runs.start(argv, env, log)
+    runs.wait_for(proc, resumed / "checkpoints" / "4")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+
+    proc = runs.start(argv, env, log)
+    runs.wait_for(proc, resumed / "checkpoints" / "8")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 0  # preemption: save, then exit cleanly
+    assert 8 <= runs.checkpoint_steps(resumed)[-1] < runs.STEPS
+
+    assert runs.start(argv, env, log).wait(timeout=900) == 0
+  log_text = (tmp_path / "log.txt").read_text()
+  assert "SIGTERM: saved checkpoint" in log_text, log_text[-3000:]
+  runs.assert_same_run(reference, resumed)
