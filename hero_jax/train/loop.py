@@ -46,8 +46,8 @@ class MetricSums:
 
   The steps' metrics stay device arrays until ``averages()`` fetches them all
   in one transfer and sums them on the host: no eager device operation per
-  step (each costs about a millisecond on a CPU backend, as much as a tiny
-  model's step).
+  step (clu's merge took about 90 of them per step of the tiny pre-training
+  run, 0.5-1 ms each on the CPU backend).
   """
 
   def __init__(self):
