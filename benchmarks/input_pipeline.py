@@ -5,13 +5,17 @@
   python benchmarks/input_pipeline.py --dataset_dir ~/tensorflow_datasets/hero_tv/videos/1.0.0
   python benchmarks/input_pipeline.py --accelerator H100 --accelerators_per_host 8 --workers 0 2
 
-Two paths, each with 0..n grain worker processes:
+Three paths, the first two with 0..n grain worker processes:
 
 * ``host``: the host decodes every video's float16 frames, pads them and
   ships them with the batch (``config.data.frame_bank = "off"``);
 * ``bank``: the frames sit on the devices (``hero_jax.data.frame_bank``); the
   host reads records without their frames and ships ``frame_ids`` (the bank's
-  load time is printed once).
+  load time is printed once);
+* ``examples``: for the objectives whose step draws (``mlm-device``,
+  ``mfm-nce-device``), the laid-out examples sit on the devices too
+  (``hero_jax.data.example_bank``, ``config.data.example_bank``); the host
+  ships ``example_ids`` only (the time to make the bank is printed).
 
 Demand: the videos/s one accelerator consumes at ``--mfu`` of its bf16 peak
 (``KNOWN_PEAKS`` of ``benchmarks/train_step.py``) with ``--gflop_per_video``
@@ -19,8 +23,10 @@ useful FLOPs per video per training step (135: the base config on TV-like
 videos, forward + backward; ``benchmarks/train_step.py`` prints the measured
 figure), times ``--accelerators_per_host``. ``--step_videos_per_s`` adds the
 demand of a measured step. The ratio supply / demand is what the input must
-keep above 1 (the goal: 1.5 for the bank path). MB/s counts the bytes of the
-batches handed to the step. The first 1 + workers batches of each run (worker
+keep above 1 (the goal: 1.5 for the bank path). A batch counts as supplied
+once it is a global ``jax.Array`` on this machine's first device
+(``pipeline.make_global_batch``, as the loop hands it to the step); MB/s
+counts its bytes. The first 1 + workers batches of each run (worker
 start-up) are not timed. ``--read_threads`` sets grain's read threads per
 pipeline process (``config.data.read_threads``, default 1).
 """
@@ -38,13 +44,14 @@ from pathlib import Path
 from absl import flags
 
 from hero_jax import layout
-from hero_jax.data import build, frame_bank, pipeline, synthetic
+from hero_jax.data import build, example_bank, frame_bank, pipeline, synthetic
+from hero_jax.objectives import registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_step import KNOWN_PEAKS  # noqa: E402
 
-# mlm-device: MLM whose corruption the step draws (hero_jax/objectives/mlm_device.py).
-OBJECTIVES = ("mlm", "mlm-device", "mfm-nce", "fom", "vsm")
+# mlm-device, mfm-nce-device: MLM / MFM-NCE whose random choices the step draws.
+OBJECTIVES = ("mlm", "mlm-device", "mfm-nce", "mfm-nce-device", "fom", "vsm")
 # Frames, subtitles and feature size of HERO's TV features (60-90 s at 1.5 s a
 # frame, ResNet + SlowFast 4352-d), as the synthetic generator can make them.
 TV_LIKE = synthetic.SyntheticSpec(train_videos=256, val_videos=8, feature_dim=4352,
@@ -52,17 +59,26 @@ TV_LIKE = synthetic.SyntheticSpec(train_videos=256, val_videos=8, feature_dim=43
 
 
 def measure(videos, objective, sizes, batch_videos, workers, batches, frame_index=None,
-            read_threads=1):
+            read_threads=1, example_rows=None):
   ctx = pipeline.host_context(videos, sizes, queries_per_video=sizes.queries)
-  it = pipeline.make_pipeline(videos, objective, ctx, pipeline.PipelineOptions(
-      batch_videos=batch_videos, seed=0, worker_count=workers, read_threads=read_threads),
-      process_index=0, process_count=1, frame_index=frame_index)
+  if example_rows is not None:
+    it = example_bank.IndexIterator(example_rows, objective, batch_videos, seed=0)
+  else:
+    it = pipeline.make_pipeline(videos, objective, ctx, pipeline.PipelineOptions(
+        batch_videos=batch_videos, seed=0, worker_count=workers, read_threads=read_threads),
+        process_index=0, process_count=1, frame_index=frame_index)
+  import jax
+  from hero_jax.train import sharding
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "model": 1}, jax.devices()[:1])
+  to_device = sharding.batch_sharding(mesh)
   for _ in range(1 + workers):   # untimed: every worker started and delivering
-    next(it)
+    jax.block_until_ready(pipeline.make_global_batch(next(it), to_device))
   nbytes = 0
   start = time.perf_counter()
   for _ in range(batches):
-    nbytes += sum(v.nbytes for v in next(it).values())
+    batch = pipeline.make_global_batch(next(it), to_device)
+    nbytes += sum(v.nbytes for v in batch.values())
+  jax.block_until_ready(batch)
   seconds = time.perf_counter() - start
   it.close()
   return batches * batch_videos / seconds, nbytes / seconds / 1e6
@@ -107,21 +123,34 @@ def run(name, dataset_dir, args):
   for label, rate in needs.items():
     print(f"demand: {rate:,.0f} videos/s ({label})")
   labels = list(needs)
-  print(f"{'objective':10s} {'path':5s} {'workers':>7s} {'videos/s':>10s} {'MB/s':>8s} "
+  print(f"{'objective':14s} {'path':8s} {'workers':>7s} {'videos/s':>10s} {'MB/s':>8s} "
         f"{'per core':>8s} " + " ".join(f"{'ratio' + str(i + 1):>8s} {'cores' + str(i + 1):>7s}"
                                      for i in range(len(labels))))
   for objective in args.objectives:
-    for path in ("host", "bank"):
-      for workers in args.workers:
-        videos = host_videos if path == "host" else bank_videos
-        index = indexes["train"] if path == "bank" else None
-        vps, mbps = measure(videos, objective, sizes, batch_videos, workers, args.batches, index,
-                            args.read_threads)
-        per_core = vps / min(max(workers, 1), os.cpu_count())
-        ratios = " ".join(f"{vps / needs[label]:8.3f} {math.ceil(1.5 * needs[label] / per_core):7d}"
-                          for label in labels)
-        print(f"{objective:10s} {path:5s} {workers:7d} {vps:10.1f} {mbps:8.1f} {per_core:8.1f} "
-              f"{ratios}")
+    example_rows = None
+    if not registry.get(objective).host_draws:
+      ctx = pipeline.host_context(bank_videos, sizes, queries_per_video=sizes.queries)
+      start = time.perf_counter()
+      stacked, example_rows = example_bank.make_examples(bank_videos, objective, ctx,
+                                                         indexes["train"])
+      made_s = time.perf_counter() - start
+      print(f"example bank {objective}: {example_rows.end} examples, "
+            f"{sum(v.nbytes for v in stacked.values()) / 1e6:.0f} MB, made in {made_s:.1f} s "
+            f"({example_rows.end / made_s:.0f} videos/s, once per run)")
+    runs = [(path, w) for path in ("host", "bank") for w in args.workers]
+    if example_rows is not None:
+      runs.append(("examples", 0))   # no worker: the host slices a permutation
+    for path, workers in runs:
+      videos = host_videos if path == "host" else bank_videos
+      index = indexes["train"] if path == "bank" else None
+      vps, mbps = measure(videos, objective, sizes, batch_videos, workers,
+                          args.batches * (100 if path == "examples" else 1), index,
+                          args.read_threads, example_rows if path == "examples" else None)
+      per_core = vps / min(max(workers, 1), os.cpu_count())
+      ratios = " ".join(f"{vps / needs[label]:8.3f} {math.ceil(1.5 * needs[label] / per_core):7d}"
+                        for label in labels)
+      print(f"{objective:14s} {path:8s} {workers:7d} {vps:10.1f} {mbps:8.1f} {per_core:8.1f} "
+            f"{ratios}")
   print("ratio<i>: supply / demand<i> on this machine (above 1: the input keeps up); cores<i>: "
         "the cores that would supply 1.5x demand<i> at this run's videos/s per core (per worker "
         "process, or the main process without workers), if the rate scales with the workers")

@@ -1,17 +1,14 @@
 """The device frame bank gives the same batches and the same training as the host-fed path."""
 
-import importlib.util
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
-from configs import common
+from configs import common, pretrain_tiny
 from hero_jax.data import build, frame_bank, pipeline
 from hero_jax.train import loop, sharding
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +70,7 @@ def test_placed_bank_gathers_the_rows_on_a_mesh(mode):
 
 
 def tiny_config(tmp_path, bank: str, devices: int):
-  spec = importlib.util.spec_from_file_location("pretrain_tiny", REPO / "configs/pretrain_tiny.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
+  c = pretrain_tiny.get_config()
   c.data.datasets.synthetic.data_dir = str(tmp_path / "tfds")
   c.data.synthetic.train_videos, c.data.synthetic.val_videos = 32, 8
   c.data.frame_bank = bank

@@ -101,26 +101,31 @@ def bank_sharding(mesh, mode: str):
   """Rows over every mesh axis (``sharded``) or whole on each device (``replicated``)."""
   from jax.sharding import NamedSharding, PartitionSpec as P
   if mode == "sharded":
-    return NamedSharding(mesh, P(tuple(mesh.axis_names), None))
+    return NamedSharding(mesh, P(tuple(mesh.axis_names)))
   return NamedSharding(mesh, P())
 
 
-def place(host_bank: np.ndarray, mesh, mode: str, dtype: str):
-  """The bank as a global ``jax.Array`` (rows padded with zeros to divide the devices)."""
+def place_rows(rows: np.ndarray, mesh, mode: str):
+  """``rows`` [N, ...] as a global ``jax.Array`` placed by ``bank_sharding``
+  (``sharded``: padded with zero rows to divide the devices)."""
   import jax
   sharding = bank_sharding(mesh, mode)
-  n = host_bank.shape[0]
+  n = rows.shape[0]
   if mode == "sharded":
     n = -(-n // mesh.size) * mesh.size
-  cast = host_bank.astype(DTYPES[dtype])
 
-  def rows(index):
-    block = cast[index[0]]
+  def block(index):
+    part = rows[index[0]]
     want = len(range(*index[0].indices(n)))
-    if block.shape[0] < want:  # the zero rows padding the last shard
-      block = np.concatenate([block, np.zeros((want - block.shape[0], cast.shape[1]), cast.dtype)])
-    return block
-  return jax.make_array_from_callback((n, cast.shape[1]), sharding, rows)
+    if part.shape[0] < want:  # the zero rows padding the last shard
+      part = np.concatenate([part, np.zeros((want - part.shape[0],) + rows.shape[1:], rows.dtype)])
+    return part
+  return jax.make_array_from_callback((n,) + rows.shape[1:], sharding, block)
+
+
+def place(host_bank: np.ndarray, mesh, mode: str, dtype: str):
+  """The bank as a global ``jax.Array`` in ``dtype`` (``place_rows``)."""
+  return place_rows(host_bank.astype(DTYPES[dtype]), mesh, mode)
 
 
 def load(sources: dict, max_clip_len, mesh, mode: str, dtype: str) -> tuple:

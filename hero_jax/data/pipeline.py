@@ -287,7 +287,7 @@ def item_id(item) -> str:
 
 
 @dataclasses.dataclass
-class _Transform:
+class RecordTransform:
   """Decode + host transform of one record; picklable for grain workers.
 
   It holds the objective's ``make_example`` itself: unpickling it in a worker
@@ -495,7 +495,7 @@ def make_pipeline(videos, objective: str, ctx: host.HostContext,
   if options.shuffle:
     ds = ds.shuffle(seed=options.seed)
   ds = ds.repeat(options.num_epochs)
-  ds = ds.map_with_index(_Transform(objective, make_example, ctx, options.seed, shard_len,
+  ds = ds.map_with_index(RecordTransform(objective, make_example, ctx, options.seed, shard_len,
                                     videos.max_clip_len, spec.records, frame_index))
   # Chunks of consecutive records cross to the main process together (one
   # transfer per chunk, not per video); workers take whole chunks in turn, so

@@ -14,6 +14,15 @@ def apply(model, params, method, *args, rng=None, deterministic=True, **kwargs):
   return model.apply({"params": params}, *args, method=method, rngs=rngs, **kwargs)
 
 
+def device_draw_key(rng, step):
+  """(rng left for the loss, key of the step's own draw) of an objective that
+  draws its random choices on the device. Evaluation (``rng`` None) draws from
+  a key of the step, so it is repeatable."""
+  if rng is None:
+    return None, jax.random.fold_in(jax.random.key(0), step)
+  return tuple(jax.random.split(rng))
+
+
 def cross_entropy(logits, labels):
   """Per-example cross-entropy in float32; labels < 0 give a finite dummy
   value that the caller masks out (HERO's ``ignore_index=-1``)."""

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hero_jax import layout
-from hero_jax.objectives import host, mlm, registry
+from hero_jax.objectives import common, host, mlm, registry
 
 FIELDS = layout.VIDEO_FIELDS + ("mlm_draw",)
 
@@ -108,10 +108,7 @@ def mlm_device_loss(model, params, batch, settings=MlmDeviceSettings(), *, step=
                     deterministic=True):
   """``mlm.mlm_loss`` on the batch corrupted here; ``overflow``: (chosen
   tokens past K, videos)."""
-  if rng is None:   # evaluation: a fixed draw per step
-    draw_key = jax.random.fold_in(jax.random.key(0), step)
-  else:
-    rng, draw_key = jax.random.split(rng)
+  rng, draw_key = common.device_draw_key(rng, step)
   drawn = draw(batch, draw_key, settings)
   loss, metrics = mlm.mlm_loss(model, params, drawn, None, step=step, rng=rng,
                                deterministic=deterministic)
@@ -123,4 +120,4 @@ def mlm_device_loss(model, params, batch, settings=MlmDeviceSettings(), *, step=
 
 OBJECTIVE = registry.register(registry.Objective(
     name="mlm-device", fields=FIELDS, make_example=make_mlm_rows_example, loss=mlm_device_loss,
-    settings=MlmDeviceSettings))
+    settings=MlmDeviceSettings, host_draws=False))

@@ -46,6 +46,10 @@ class Objective:
     of the query and its video).
   heads: the ``HeroConfig.heads`` the loss needs (``"pretraining"`` for the
     VSM heads, ``"videoqa"``), or None when the encoder alone suffices.
+  host_draws: whether ``make_example`` draws from its ``rng``. False: the
+    example of a record is the same every epoch (the step draws the random
+    choices), so the device example bank (``hero_jax.data.example_bank``)
+    can hold it.
   """
   name: str
   fields: tuple
@@ -54,6 +58,7 @@ class Objective:
   settings: type
   records: str = "videos"
   heads: str | None = None
+  host_draws: bool = True
 
   def __post_init__(self):
     if self.records not in RECORD_KINDS:

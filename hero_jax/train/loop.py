@@ -95,6 +95,9 @@ class Trainer:
     self.train_videos = {key: datasets.open_checked(e, config.data.train_split, config, self.cfg,
                                                     decode_frames=self.frame_bank is None)
                          for key, e in config.data.datasets.items()}
+    # Objectives whose step draws (Objective.host_draws False) can keep their
+    # laid-out examples on the devices too: their pipelines send indices only.
+    self.example_banks, self.example_rows = self._load_example_banks()
     self.val_videos = {}
     if config.eval_every or config.mode == "eval":  # a missing val split fails now, not later
       for key in config.data.datasets:
@@ -131,9 +134,38 @@ class Trainer:
     return frame_bank.load(sources, c.data.max_clip_len, self.mesh, c.data.frame_bank,
                            c.data.frame_bank_dtype)
 
+  def _load_example_banks(self) -> tuple:
+    """({objective: device example bank}, {objective: {dataset: DatasetRows}})."""
+    from hero_jax.data import example_bank
+    from hero_jax.objectives import registry
+    c = self.config
+    example_bank.check_config(c.data.example_bank, c.data.frame_bank)
+    if c.data.example_bank == "off":
+      return {}, {}
+    banked = sorted({t.objective for t in self.tasks if not registry.get(t.objective).host_draws})
+    if not banked:
+      raise ValueError(f"config.data.example_bank = {c.data.example_bank!r}, but no trained "
+                       "objective draws on the device (mlm-device, mfm-nce-device, mffr-device): "
+                       "there is nothing to bank; set it to 'off'")
+    banks, rows = {}, {}
+    for objective in banked:
+      datasets_of = [t.dataset for t in self.tasks if t.objective == objective]
+      banks[objective], rows[objective] = example_bank.load(
+          objective, {d: self.train_videos[d] for d in datasets_of},
+          {d: self._context(self.train_videos[d]) for d in datasets_of},
+          {d: self.frame_index[d] for d in datasets_of}, self.mesh, c.data.example_bank)
+    return banks, rows
+
   def _pipeline(self, task, videos=None, **options):
-    """A training pipeline of ``task`` (frame-bank rows when there is a bank),
-    or with ``videos`` given, a host-fed one over them (evaluation)."""
+    """A training pipeline of ``task`` (frame-bank rows when there is a frame
+    bank, example indices when its objective has an example bank), or with
+    ``videos`` given, a host-fed one over them (evaluation)."""
+    if videos is None and task.objective in self.example_rows:
+      from hero_jax.data import example_bank
+      return example_bank.IndexIterator(
+          self.example_rows[task.objective][task.dataset], task.objective, self.local_batch,
+          self.config.seed, process_index=jax.process_index(),
+          process_count=jax.process_count())
     frame_index = None if videos else self.frame_index.get(task.dataset)
     videos = videos or self.train_videos[task.dataset]
     options = {"batch_videos": self.local_batch, "seed": self.config.seed,
@@ -147,7 +179,8 @@ class Trainer:
       from hero_jax.objectives import registry
       self.steps[objective] = step_lib.make_train_step(
           self.model, registry.get(objective), self.settings[objective], self.tx, self.mesh,
-          self.rules, self.shardings, self.config.train.accum_steps, self.frame_bank)
+          self.rules, self.shardings, self.config.train.accum_steps, self.frame_bank,
+          self.example_banks.get(objective))
     return self.steps[objective]
 
   # --- the loop -----------------------------------------------------------

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hero_jax.data import example_bank as example_bank_lib
 from hero_jax.data import frame_bank as frame_bank_lib
 from hero_jax.model import params as params_lib
 from hero_jax.model.hero import Hero
@@ -76,16 +77,25 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
+def device_batch(batch: dict, banks: dict) -> dict:
+  """Inside a jitted step: a batch of ``example_ids`` gathered from the
+  example bank, then its ``frame_ids`` from the frame bank (float32 frames)."""
+  if "example_ids" in batch:
+    batch = example_bank_lib.gather(batch, banks["examples"])
+  return frame_bank_lib.device_frames(batch, banks.get("frames"))
+
+
 def make_train_step(model: Hero, objective, settings, tx, mesh, rules, shardings, accum_steps: int,
-                    frame_bank=None):
+                    frame_bank=None, example_bank=None):
   """A jitted ``(state, batch, rng) -> (state, outputs)`` for one objective.
 
   ``frame_bank``: the device's frame bank (``hero_jax.data.frame_bank``);
   batches with ``frame_ids`` take their frames from it, one micro-batch at a
-  time.
+  time. ``example_bank``: the objective's example bank
+  (``hero_jax.data.example_bank``), for batches of ``example_ids``.
   """
-  def micro_grads(params, micro_batch, rng, step, bank):
-    micro_batch = frame_bank_lib.device_frames(micro_batch, bank)
+  def micro_grads(params, micro_batch, rng, step, banks):
+    micro_batch = device_batch(micro_batch, banks)
 
     def loss_fn(p):
       return objective.loss(model, p, micro_batch, settings, step=step, rng=rng,
@@ -96,17 +106,17 @@ def make_train_step(model: Hero, objective, settings, tx, mesh, rules, shardings
   opt_kinds = {s.memory_kind for s in jax.tree.leaves(shardings.opt_state)}
   offloaded = "pinned_host" in opt_kinds
 
-  def step_fn(state: TrainState, batch, rng, bank):
+  def step_fn(state: TrainState, batch, rng, banks):
     if offloaded:  # the optimizer state comes to the device for the update
       state = state.replace(opt_state=jax.device_put(
           state.opt_state, _with_memory_kind(shardings.opt_state, _device_memory_kind())))
     rngs = jax.random.split(rng, accum_steps)
     first = jax.tree.map(lambda x: x[0], batch)
-    loss, metrics, grads = micro_grads(state.params, first, rngs[0], state.step, bank)
+    loss, metrics, grads = micro_grads(state.params, first, rngs[0], state.step, banks)
     if accum_steps > 1:
       def body(carry, xs):
         micro, r = xs
-        micro_loss, m, g = micro_grads(state.params, micro, r, state.step, bank)
+        micro_loss, m, g = micro_grads(state.params, micro, r, state.step, banks)
         return _tree_add(carry, (micro_loss, m, g)), None
       rest = jax.tree.map(lambda x: x[1:], batch)
       (loss, metrics, grads), _ = jax.lax.scan(body, (loss, metrics, grads), (rest, rngs[1:]))
@@ -125,38 +135,42 @@ def make_train_step(model: Hero, objective, settings, tx, mesh, rules, shardings
 
   batch_sharding = sharding.batch_sharding(mesh, leading_axes=1)
   return _compiled_step(step_fn, (shardings, batch_sharding, sharding.replicated(mesh)),
-                        (shardings, sharding.replicated(mesh)), mesh, rules, frame_bank,
-                        donate_argnums=0)
+                        (shardings, sharding.replicated(mesh)), mesh, rules,
+                        _banks(frame_bank, example_bank), donate_argnums=0)
 
 
 def make_eval_step(model: Hero, objective, settings, mesh, rules, param_shardings,
                    frame_bank=None):
   """A jitted ``(params, batch, step) -> metrics`` (deterministic, no rng)."""
-  def eval_fn(params, batch, step, bank):
-    batch = frame_bank_lib.device_frames(batch, bank)
+  def eval_fn(params, batch, step, banks):
+    batch = device_batch(batch, banks)
     _, metrics = objective.loss(model, params, batch, settings, step=step, rng=None,
                                 deterministic=True)
     return metrics
 
   return _compiled_step(eval_fn, (param_shardings, sharding.batch_sharding(mesh),
                                   sharding.replicated(mesh)),
-                        sharding.replicated(mesh), mesh, rules, frame_bank)
+                        sharding.replicated(mesh), mesh, rules, _banks(frame_bank))
 
 
-def _compiled_step(fn, in_shardings: tuple, out_shardings, mesh, rules, frame_bank, **jit_kw):
-  """``run(*args)``: ``fn(*args, bank)`` jitted, under the mesh and the rules.
+def _banks(frame_bank, example_bank=None) -> dict:
+  return {k: v for k, v in (("frames", frame_bank), ("examples", example_bank)) if v is not None}
 
-  The frame bank is an argument of the compiled step (never a constant baked
-  into it); without a bank ``run.jitted`` takes just ``args``.
+
+def _compiled_step(fn, in_shardings: tuple, out_shardings, mesh, rules, banks: dict, **jit_kw):
+  """``run(*args)``: ``fn(*args, banks)`` jitted, under the mesh and the rules.
+
+  The banks are an argument of the compiled step (never constants baked into
+  it); without banks ``run.jitted`` takes just ``args``.
   """
-  if frame_bank is None:
-    jitted = jax.jit(lambda *args: fn(*args, None), in_shardings=in_shardings,
+  if not banks:
+    jitted = jax.jit(lambda *args: fn(*args, {}), in_shardings=in_shardings,
                      out_shardings=out_shardings, **jit_kw)
     bank_args = ()
   else:
-    jitted = jax.jit(fn, in_shardings=in_shardings + (frame_bank.sharding,),
+    jitted = jax.jit(fn, in_shardings=in_shardings + (jax.tree.map(lambda a: a.sharding, banks),),
                      out_shardings=out_shardings, **jit_kw)
-    bank_args = (frame_bank,)
+    bank_args = (banks,)
 
   def run(*args):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):

@@ -1,0 +1,132 @@
+"""The device example bank holds the host path's examples, its index stream covers every
+video once an epoch and resumes exactly, and a run trains from it and resumes its position;
+the MFM mask drawn in the step follows HERO's rule."""
+
+import jax
+import numpy as np
+import pytest
+
+from configs import common, pretrain_tiny
+from hero_jax import layout
+from hero_jax.data import build, example_bank, frame_bank, pipeline
+from hero_jax.objectives import mfm_device, registry
+from hero_jax.train import loop, sharding, step as step_lib
+
+SIZES = layout.LayoutSizes(max_frames=32, max_rows=24, max_row_frames=4, max_row_tokens=9,
+                           queries=2, max_query_tokens=9, max_predictions=40,
+                           packed_rows=12, packed_width=48)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+  return build.build("hero_synthetic/videos", str(tmp_path_factory.mktemp("tfds"))).data_dir
+
+
+@pytest.mark.parametrize("objective", ["mlm-device", "mfm-nce-device"])
+def test_bank_examples_are_the_host_paths(synthetic, objective):
+  """Bank rows, gathered in a jitted step on a sharded mesh, equal the host-fed
+  pipeline's batches of the same records, frames included."""
+  host_videos = pipeline.VideoSource(synthetic, "train", max_clip_len=30)
+  bank_videos = pipeline.VideoSource(synthetic, "train", max_clip_len=30, decode_frames=False)
+  host_frames, indexes = frame_bank.load_rows({"tv": [host_videos]}, max_clip_len=30)
+  ctx = pipeline.host_context(host_videos, SIZES, queries_per_video=SIZES.queries)
+  stacked, rows = example_bank.make_examples(bank_videos, objective, ctx, indexes["tv"])
+  assert (rows.start, rows.end) == (0, len(host_videos)) and not rows.skipped
+  packing = {"pack_src", "pack_seg", "unpack_src"}
+  assert set(stacked) == set(registry.get(objective).fields) - {"frames"} | {"frame_ids"} | packing
+  host = next(pipeline.make_pipeline(host_videos, objective, ctx, pipeline.PipelineOptions(
+      batch_videos=8, shuffle=False), process_index=0, process_count=1))
+
+  mesh = sharding.make_mesh({"data": 4, "fsdp": 2, "model": 1})
+  banks = {"frames": frame_bank.place(host_frames, mesh, "sharded", "float16"),
+           "examples": example_bank.place(stacked, mesh, "sharded")}
+  ids = pipeline.make_global_batch({"example_ids": np.arange(8, dtype=np.int32)},
+                                   sharding.batch_sharding(mesh))
+  gathered = jax.device_get(jax.jit(step_lib.device_batch)(ids, banks))
+  assert set(gathered) == set(host)
+  for key in host:
+    np.testing.assert_array_equal(gathered[key], host[key], err_msg=key)
+
+
+def rows_of(n: int, skipped=None) -> example_bank.DatasetRows:
+  import collections
+  return example_bank.DatasetRows(10, 10 + n, collections.Counter(skipped or {}), {},
+                                  collections.Counter(), {"frames": 0.5})
+
+
+def test_index_stream_covers_each_epoch_and_resumes_exactly():
+  it = example_bank.IndexIterator(rows_of(20), "mlm-device", batch_videos=8, seed=1)
+  seen = np.concatenate([next(it)["example_ids"] for _ in range(5)])   # two epochs of 20
+  assert sorted(seen[:20]) == list(range(10, 30)) == sorted(seen[20:40])
+  assert list(seen[:20]) != list(seen[20:40])                          # a new order each epoch
+  state = it.get_state()
+  after = [next(it)["example_ids"] for _ in range(3)]
+  again = example_bank.IndexIterator(rows_of(20), "mlm-device", batch_videos=8, seed=1)
+  again.set_state(state)
+  for a, b in zip(after, [next(again)["example_ids"] for _ in range(3)]):
+    np.testing.assert_array_equal(a, b)
+  shards = [example_bank.IndexIterator(rows_of(20), "mlm-device", 5, seed=1, process_index=p,
+                                       process_count=2) for p in range(2)]
+  firsts = [np.concatenate([next(s)["example_ids"] for _ in range(2)]) for s in shards]
+  assert sorted(np.concatenate(firsts)) == list(range(10, 30))         # disjoint, complete
+  finite = example_bank.IndexIterator(rows_of(20), "mlm-device", 8, seed=1, num_epochs=1)
+  assert len(list(finite)) == 2                                        # the partial batch dropped
+
+
+def test_bad_settings_are_named():
+  with pytest.raises(ValueError, match="fewer than batch_videos=8"):
+    example_bank.IndexIterator(rows_of(5), "mlm-device", 8, seed=0)
+  it = example_bank.IndexIterator(rows_of(20), "mlm-device", 8, seed=0)
+  with pytest.raises(ValueError, match="written by a run without example bank"):
+    it.set_state({"version": 2, "grain": {}})
+  with pytest.raises(ValueError, match="'mlm' draws its examples on the host"):
+    example_bank.check_objective("mlm")
+  with pytest.raises(ValueError, match="config.data.example_bank: 'on' is not one of"):
+    example_bank.check_config("on", "sharded")
+  with pytest.raises(ValueError, match="needs the frame bank"):
+    example_bank.check_config("replicated", "off")
+
+
+def test_the_device_mfm_mask_follows_heros_rule():
+  rng = np.random.default_rng(0)
+  frames = rng.integers(0, 9, size=512)
+  frames[:3] = (0, 1, 8)
+  frame_mask = (np.arange(8)[None, :] < frames[:, None]).astype(np.int32)
+  masks = np.stack([np.asarray(mfm_device.draw_mask(frame_mask, jax.random.key(i), 0.15))
+                    for i in range(20)])
+  assert not (masks & (1 - frame_mask)).any()                      # real frames only
+  has_frames = frames > 0
+  assert np.all(masks.any(-1) == has_frames)                       # at least one, if any frame
+  assert 0.13 < masks[:, frames == 8].mean() < 0.2                 # 0.15 + the forced share
+  single = masks[:, frames == 1, 0]
+  assert single.all()
+  with pytest.raises(ValueError, match="mask_prob must be in"):
+    registry.get("mffr-device").make_settings({"mask_prob": 1.5})
+
+
+def tiny_config(tmp_path, steps: int):
+  c = pretrain_tiny.get_config()
+  c.data.datasets.synthetic.data_dir = str(tmp_path / "tfds")
+  c.data.synthetic.train_videos, c.data.synthetic.val_videos = 32, 8
+  c.data.frame_bank, c.data.example_bank = "sharded", "sharded"
+  common.use_objectives(c, mlm_device=1.0, mfm_nce=1.0)
+  c.train.num_steps, c.train.batch_videos = steps, 8
+  c.log_every, c.eval_every, c.checkpoint_every = 2, 0, 2
+  c.mesh.num_devices = 2
+  return c
+
+
+@pytest.mark.slow
+def test_a_run_trains_from_the_bank_and_resumes_its_position(tmp_path):
+  """mlm-device from the example bank beside mfm-nce from the host path: the
+  banked task's batches are indices, and a restart restores its position."""
+  trainer = loop.Trainer(tiny_config(tmp_path, 4), str(tmp_path / "run"))
+  last = trainer.train()
+  banked = trainer.iterators["synthetic:mlm-device"]
+  assert isinstance(banked, example_bank.IndexIterator)
+  assert isinstance(trainer.iterators["synthetic:mfm-nce"], pipeline.BatchIterator)
+  assert banked.batches > 0 and any(k.startswith("train/") for k in last)  # non-finite: raised
+  resumed = loop.Trainer(tiny_config(tmp_path, 4), str(tmp_path / "run"))
+  assert resumed.restore() == 4
+  assert resumed.iterators["synthetic:mlm-device"].get_state() == banked.get_state()
+  assert banked.position == 8 * banked.batches > 0
