@@ -54,3 +54,19 @@ def reference_run(tmp_path_factory):
       assert rc == 0, (root / "log.txt").read_text()[-3000:]
       (root / "done").touch()
   return workdir, data_dir, env
+
+
+# Seconds each slow file took in the last full run (two workers, CI's two
+# cores). xdist (--dist loadfile) hands out files in collection order, so the
+# longest go first: a long file started last would leave one core idle while
+# it finishes.
+FILE_SECONDS = {"test_finetune_videoqa.py": 400, "test_train_step.py": 370,
+                "test_baselines.py": 280, "test_preemption.py": 245,
+                "test_finetune_vcmr.py": 210, "test_model.py": 195, "test_train_loop.py": 170,
+                "test_ablation.py": 85, "test_frame_bank.py": 65, "test_parity.py": 60,
+                "test_example_bank.py": 50}
+
+
+def pytest_collection_modifyitems(items):
+  # sort() is stable: each file's tests stay together, in their order.
+  items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, 0))

@@ -21,6 +21,7 @@ from hero_jax.model.params import init_params
 from hero_jax.objectives import registry, videoqa
 from hero_jax.train import init_from, loop
 from tests import fixture_batches as fb
+from tests import runs
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # trains a tiny model for minutes
@@ -60,7 +61,7 @@ def main_run(tmp_path, workdir, *flags):
   user runs it; the 8 virtual devices of the other tests would slow it down)."""
   argv = [sys.executable, "-m", "hero_jax.main", "--config", "configs/finetune_videoqa_tiny.py",
           "--workdir", str(workdir)] + [f"--config.{k}={v}" for k, v in overrides(tmp_path).items()]
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  env = {**os.environ, "XLA_FLAGS": runs.xla_flags(1)}
   done = subprocess.run(argv + list(flags), cwd=REPO, env=env, capture_output=True, text=True,
                         timeout=1500)
   assert done.returncode == 0, done.stderr[-3000:]
@@ -73,14 +74,15 @@ def eval_metrics(workdir, step) -> dict:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("ftqa")
-  main_run(tmp, tmp / "untrained", "--config.mode=eval")
   main_run(tmp, tmp / "work")
-  return eval_metrics(tmp / "untrained", 0), eval_metrics(tmp / "work", STEPS), tmp
+  return eval_metrics(tmp / "work", STEPS), tmp
 
 
 def test_fine_tuning_learns_held_out_answers(run):
-  before, after, tmp = run
-  assert after["acc"] > 0.32 and after["acc"] > before["acc"] + 0.1, (before, after)  # chance 0.2
+  # Chance is 0.2: the synthetic answer index is uniform, so no constant guess
+  # beats it; 0.32 is 2.4 standard deviations of chance on 63 questions.
+  after, tmp = run
+  assert after["acc"] > 0.32, after
   preds = json.loads((tmp / f"work/results/qa/val/step_{STEPS}/predictions.json").read_text())
   # Every question of the split (a synthetic moment too short for a question is skipped at build).
   assert len(preds) == after["questions"] > 1.9 * VAL_VIDEOS
@@ -91,7 +93,7 @@ def test_fine_tuning_learns_held_out_answers(run):
 
 
 def test_answer_tool(run, capsys):
-  _, _, tmp = run
+  _, tmp = run
   from hero_jax.data import pipeline
   join = pipeline.QueryJoin(pipeline.QuerySource(
       pipeline.dataset_dir(str(tmp / "tfds"), "hero_synthetic/qa"), "val"),
@@ -150,7 +152,7 @@ def test_all_ignored_spans_give_a_finite_loss():
 
 
 def test_eval_only_from_an_original_checkpoint_writes_predictions(run):
-  _, after, tmp = run
+  after, tmp = run
   trained = init_from.load(str(tmp / "work"), tiny_qa_model_config(tmp))
   pt = files.save_state_dict(mapping.params_to_state_dict(trained), tmp / "videoqa.pt")
   work = tmp / "eval_only"
