@@ -39,19 +39,11 @@ def command(workdir, data_dir, *extra, bucket_root=None) -> list:
       *extra]
 
 
-def xla_flags(devices: int) -> str:
-  """``devices`` CPU devices on one XLA thread: two test processes share CI's
-  two cores, and a subprocess with XLA's default thread pools would contend
-  with the other one (as ``conftest.py`` sets for the test processes)."""
-  return (f"--xla_force_host_platform_device_count={devices} "
-          "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
-
-
 def environment(cache) -> dict:
   """Two CPU devices (data parallel, sharded state) and the shared compilation cache."""
   env = dict(os.environ)
   env.update({"PYTHONPATH": str(REPO), "JAX_DISABLE_MOST_OPTIMIZATIONS": "true",
-              "XLA_FLAGS": xla_flags(2),
+              "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
               "JAX_COMPILATION_CACHE_DIR": str(cache),
               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
               "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})

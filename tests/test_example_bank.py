@@ -1,6 +1,5 @@
 """The device example bank holds the host path's examples, its index stream covers every
-video once an epoch and resumes exactly, and a run trains from it and resumes its position;
-the MFM mask drawn in the step follows HERO's rule."""
+video once an epoch and resumes exactly, and a run trains from it and resumes its position."""
 
 import jax
 import numpy as np
@@ -9,7 +8,7 @@ import pytest
 from configs import common, pretrain_tiny
 from hero_jax import layout
 from hero_jax.data import build, example_bank, frame_bank, pipeline
-from hero_jax.objectives import mfm_device, registry
+from hero_jax.objectives import registry
 from hero_jax.train import loop, sharding, step as step_lib
 
 SIZES = layout.LayoutSizes(max_frames=32, max_rows=24, max_row_frames=4, max_row_tokens=9,
@@ -22,7 +21,7 @@ def synthetic(tmp_path_factory):
   return build.build("hero_synthetic/videos", str(tmp_path_factory.mktemp("tfds"))).data_dir
 
 
-@pytest.mark.parametrize("objective", ["mlm-device", "mfm-nce-device"])
+@pytest.mark.parametrize("objective", ["mlm-device", "mfm-nce-device", "fom-device"])
 def test_bank_examples_are_the_host_paths(synthetic, objective):
   """Bank rows, gathered in a jitted step on a sharded mesh, equal the host-fed
   pipeline's batches of the same records, frames included."""
@@ -87,29 +86,12 @@ def test_bad_settings_are_named():
     example_bank.check_config("replicated", "off")
 
 
-def test_the_device_mfm_mask_follows_heros_rule():
-  rng = np.random.default_rng(0)
-  frames = rng.integers(0, 9, size=512)
-  frames[:3] = (0, 1, 8)
-  frame_mask = (np.arange(8)[None, :] < frames[:, None]).astype(np.int32)
-  masks = np.stack([np.asarray(mfm_device.draw_mask(frame_mask, jax.random.key(i), 0.15))
-                    for i in range(20)])
-  assert not (masks & (1 - frame_mask)).any()                      # real frames only
-  has_frames = frames > 0
-  assert np.all(masks.any(-1) == has_frames)                       # at least one, if any frame
-  assert 0.13 < masks[:, frames == 8].mean() < 0.2                 # 0.15 + the forced share
-  single = masks[:, frames == 1, 0]
-  assert single.all()
-  with pytest.raises(ValueError, match="mask_prob must be in"):
-    registry.get("mffr-device").make_settings({"mask_prob": 1.5})
-
-
 def tiny_config(tmp_path, steps: int):
   c = pretrain_tiny.get_config()
   c.data.datasets.synthetic.data_dir = str(tmp_path / "tfds")
   c.data.synthetic.train_videos, c.data.synthetic.val_videos = 32, 8
   c.data.frame_bank, c.data.example_bank = "sharded", "sharded"
-  common.use_objectives(c, mlm_device=1.0, mfm_nce=1.0)
+  common.use_objectives(c, mlm_device=1.0)
   c.train.num_steps, c.train.batch_videos = steps, 8
   c.log_every, c.eval_every, c.checkpoint_every = 2, 0, 2
   c.mesh.num_devices = 2
@@ -118,14 +100,13 @@ def tiny_config(tmp_path, steps: int):
 
 @pytest.mark.slow
 def test_a_run_trains_from_the_bank_and_resumes_its_position(tmp_path):
-  """mlm-device from the example bank beside mfm-nce from the host path: the
-  banked task's batches are indices, and a restart restores its position."""
+  """mlm-device from the example bank: its batches are indices, and a restart
+  restores its position."""
   trainer = loop.Trainer(tiny_config(tmp_path, 4), str(tmp_path / "run"))
   last = trainer.train()
   banked = trainer.iterators["synthetic:mlm-device"]
   assert isinstance(banked, example_bank.IndexIterator)
-  assert isinstance(trainer.iterators["synthetic:mfm-nce"], pipeline.BatchIterator)
-  assert banked.batches > 0 and any(k.startswith("train/") for k in last)  # non-finite: raised
+  assert banked.batches == 4 and np.isfinite(last["train/mlm-device/loss"])
   resumed = loop.Trainer(tiny_config(tmp_path, 4), str(tmp_path / "run"))
   assert resumed.restore() == 4
   assert resumed.iterators["synthetic:mlm-device"].get_state() == banked.get_state()

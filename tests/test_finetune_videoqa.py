@@ -21,7 +21,6 @@ from hero_jax.model.params import init_params
 from hero_jax.objectives import registry, videoqa
 from hero_jax.train import init_from, loop
 from tests import fixture_batches as fb
-from tests import runs
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # trains a tiny model for minutes
@@ -61,7 +60,10 @@ def main_run(tmp_path, workdir, *flags):
   user runs it; the 8 virtual devices of the other tests would slow it down)."""
   argv = [sys.executable, "-m", "hero_jax.main", "--config", "configs/finetune_videoqa_tiny.py",
           "--workdir", str(workdir)] + [f"--config.{k}={v}" for k, v in overrides(tmp_path).items()]
-  env = {**os.environ, "XLA_FLAGS": runs.xla_flags(1)}
+  # One XLA thread, as conftest.py sets for the test processes: two test
+  # processes share CI's two cores.
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1 "
+         "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
   done = subprocess.run(argv + list(flags), cwd=REPO, env=env, capture_output=True, text=True,
                         timeout=1500)
   assert done.returncode == 0, done.stderr[-3000:]

@@ -1,8 +1,8 @@
 """A device-resident example bank: a split's laid-out examples, stored once on the devices.
 
 An objective whose host transform draws nothing (``Objective.host_draws``
-False: ``mlm-device``, ``mfm-nce-device``, ``mffr-device``, whose random
-choices the step draws) makes the same example of a video every epoch. With
+False: ``mlm-device``, ``mfm-nce-device``, ``mffr-device``, ``fom-device``,
+whose random choices the step draws) makes the same example of a video every epoch. With
 ``config.data.example_bank`` the loop makes them once, at start (the host
 transform over every record of the training split, frames as frame-bank
 rows), and keeps them on the devices beside the frame bank. Per step the host
@@ -144,12 +144,17 @@ def check_config(mode: str, frame_bank_mode: str) -> None:
                      "'sharded'")
 
 
+def bankable_objectives() -> list:
+  """The registered objectives whose step draws (``Objective.host_draws`` False)."""
+  import hero_jax.objectives  # noqa: F401  (registers the built-in objectives)
+  return [name for name in registry.names() if not registry.get(name).host_draws]
+
+
 def check_objective(objective: str) -> None:
-  spec = registry.get(objective)
-  if spec.host_draws:
+  if registry.get(objective).host_draws:
     raise ValueError(f"objective {objective!r} draws its examples on the host (a new example "
                      "every epoch): the example bank holds only objectives whose step draws "
-                     "(mlm-device, mfm-nce-device, mffr-device)")
+                     f"({', '.join(bankable_objectives())})")
 
 
 class IndexIterator:

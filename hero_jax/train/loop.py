@@ -145,8 +145,9 @@ class Trainer:
     banked = sorted({t.objective for t in self.tasks if not registry.get(t.objective).host_draws})
     if not banked:
       raise ValueError(f"config.data.example_bank = {c.data.example_bank!r}, but no trained "
-                       "objective draws on the device (mlm-device, mfm-nce-device, mffr-device): "
-                       "there is nothing to bank; set it to 'off'")
+                       "objective draws on the device "
+                       f"({', '.join(example_bank.bankable_objectives())}): there is nothing to "
+                       "bank; set it to 'off'")
     banks, rows = {}, {}
     for objective in banked:
       datasets_of = [t.dataset for t in self.tasks if t.objective == objective]
