@@ -13,9 +13,10 @@ Three paths, the first two with 0..n grain worker processes:
   host reads records without their frames and ships ``frame_ids`` (the bank's
   load time is printed once);
 * ``examples``: for the objectives whose step draws (``mlm-device``,
-  ``mfm-nce-device``, ``fom-device``), the laid-out examples sit on the devices too
-  (``hero_jax.data.example_bank``, ``config.data.example_bank``); the host
-  ships ``example_ids`` only (the time to make the bank is printed).
+  ``mfm-nce-device``, ``fom-device``, ``vsm-device``), the laid-out examples
+  sit on the devices too (``hero_jax.data.example_bank``,
+  ``config.data.example_bank``); the host ships ``example_ids`` only (the
+  time to make the bank is printed).
 
 Demand: the videos/s one accelerator consumes at ``--mfu`` of its bf16 peak
 (``KNOWN_PEAKS`` of ``benchmarks/train_step.py``) with ``--gflop_per_video``
@@ -51,7 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_step import KNOWN_PEAKS  # noqa: E402
 
 # *-device: the objective with its random choices drawn in the step.
-OBJECTIVES = ("mlm", "mlm-device", "mfm-nce", "mfm-nce-device", "fom", "fom-device", "vsm")
+OBJECTIVES = ("mlm", "mlm-device", "mfm-nce", "mfm-nce-device", "fom", "fom-device", "vsm",
+              "vsm-device")
 # Frames, subtitles and feature size of HERO's TV features (60-90 s at 1.5 s a
 # frame, ResNet + SlowFast 4352-d), as the synthetic generator can make them.
 TV_LIKE = synthetic.SyntheticSpec(train_videos=256, val_videos=8, feature_dim=4352,

@@ -76,7 +76,7 @@ def base_config(model: str = "base") -> ml_collections.ConfigDict:
       "frame_bank": "off",
       "frame_bank_dtype": "float16",  # float16 (as stored: exact) | bfloat16
       # The laid-out examples of objectives whose step draws (mlm-device,
-      # mfm-nce-device, mffr-device, fom-device) stored on the devices too,
+      # mfm-nce-device, mffr-device, fom-device, vsm-device) on the devices too,
       # batches send only example indices (hero_jax.data.example_bank; needs
       # the frame bank): off | replicated | sharded.
       "example_bank": "off",

@@ -82,6 +82,10 @@ Objective-specific fields:
   ``query_mask`` int32 [V, Q, Lq], ``query_st_ed`` int32 [V, Q, 2] (start and
   inclusive end frame, -1 for none). The query subtitles' row text is just
   ``[SEP]`` in ``row_ids``.
+  ``vsm-device`` sends instead every subtitle as a candidate query,
+  ``vsm_query_ids`` / ``vsm_query_mask`` int32 [V, R, Lq], ``vsm_query_st_ed``
+  int32 [V, R, 2] and ``vsm_matched`` int32 [V, R] (1 for a subtitle with a
+  matched frame), with every row's text whole; its step draws the queries.
 """
 
 from __future__ import annotations
@@ -155,6 +159,10 @@ def field_shapes(sizes: LayoutSizes, frame_dim: int, fields) -> dict:
       "query_ids": ((s.queries, s.max_query_tokens), np.int32),
       "query_mask": ((s.queries, s.max_query_tokens), np.int32),
       "query_st_ed": ((s.queries, 2), np.int32),
+      "vsm_query_ids": ((s.max_rows, s.max_query_tokens), np.int32),
+      "vsm_query_mask": ((s.max_rows, s.max_query_tokens), np.int32),
+      "vsm_query_st_ed": ((s.max_rows, 2), np.int32),
+      "vsm_matched": ((s.max_rows,), np.int32),
       "qa_row_ids": ((s.answers, s.max_rows, s.max_row_tokens), np.int32),
       "qa_row_txt_mask": ((s.answers, s.max_rows, s.max_row_tokens), np.int32),
       "qa_ids": ((s.answers, s.max_qa_tokens), np.int32),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hero_jax import layout
-from hero_jax.objectives import fom, fom_device, host, mfm_device, registry
+from hero_jax.objectives import fom, fom_device, host, mfm_device, registry, vsm, vsm_device
 
 F = 8
 
@@ -98,3 +98,78 @@ def test_finite_gradients_and_repeatable_evaluation(name):
   def evaluate(at):
     return float(objective.loss(model, params, batch, settings, step=at)[1]["loss"][0])
   assert evaluate(3) == evaluate(3) and evaluate(3) != evaluate(4)
+
+
+VSM_SIZES = layout.LayoutSizes(max_frames=F, max_rows=6, max_row_frames=3, max_row_tokens=6,
+                               queries=3, max_query_tokens=5, packed_rows=3, packed_width=24)
+VSM_CTX = host.HostContext(sizes=VSM_SIZES, queries_per_video=3, max_txt_len=4)
+
+
+def vsm_videos(n: int, seed: int) -> list:
+  """Videos of 1-6 subtitles of 0-6 words over 0-2 frames each (some unmatched)."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for i in range(n):
+    frames = int(rng.integers(2, F + 1))
+    subs = int(rng.integers(1, 7))
+    sub_frames = [np.sort(rng.choice(frames, size=int(rng.integers(0, 3)), replace=False))
+                  for _ in range(subs)]
+    sub_frames[int(rng.integers(subs))] = np.array([int(rng.integers(frames))])  # one matched
+    out.append(layout.VideoExample(
+        f"v{i}", rng.normal(size=(frames, 16)).astype(np.float32),
+        [rng.integers(4, 40, size=int(rng.integers(0, 7))) for _ in range(subs)], sub_frames))
+  return out
+
+
+def test_the_device_vsm_draw_builds_the_host_fields():
+  videos = vsm_videos(64, seed=2)
+  batch = layout.stack_examples([vsm_device.make_vsm_rows_example(v, None, VSM_CTX)
+                                 for v in videos])
+  picked = {(v, s): 0 for v, video in enumerate(videos) for s in vsm.matched_subtitles(video)}
+  draws = 40
+  for i in range(draws):
+    subs = np.asarray(vsm_device.draw_subtitles(batch["vsm_matched"], jax.random.key(i), 3))
+    out = jax.device_get(vsm_device.draw(batch, jax.random.key(i), 3))
+    for v, video in enumerate(videos):
+      matched = vsm.matched_subtitles(video)
+      sampled = np.unique(subs[v])
+      assert len(sampled) == min(3, len(matched)) and set(sampled) <= set(matched)
+      for s in sampled:
+        picked[v, s] += 1
+      want = vsm.build_vsm_example(video, vsm.VsmChoices(sampled=sampled), VSM_CTX)
+      for key in ("query_ids", "query_mask", "query_st_ed", "row_ids", "row_txt_mask"):
+        np.testing.assert_array_equal(out[key][v], want[key], err_msg=key)
+  # Each matched subtitle is drawn with probability min(Q, m) / m.
+  share = np.array([n / draws for n in picked.values()])
+  expected = np.array([min(3, len(vsm.matched_subtitles(videos[v]))) /
+                       len(vsm.matched_subtitles(videos[v])) for v, _ in picked])
+  assert abs(np.mean(share - expected)) < 0.03 and np.all(np.abs(share - expected) < 0.35)
+  with pytest.raises(registry.SkipExample, match="vsm_no_matched_subtitle"):
+    vsm_device.make_vsm_rows_example(layout.VideoExample(
+        "none", np.zeros((2, 16), np.float32), [np.array([5])], [np.array([], int)]), None, VSM_CTX)
+
+
+@pytest.mark.slow
+def test_the_device_vsm_draw_gives_the_host_paths_losses_on_packed_rows():
+  """Text taken out of packed rows (their slots leave the segment) gives the
+  losses of the host path's shorter rows, packed anew."""
+  from hero_jax.model.config import tiny_config
+  from hero_jax.model.hero import Hero
+  from hero_jax.model.params import init_params
+  cfg = tiny_config(frame_feat_dim=16, cross_layers=1, heads="pretraining")
+  videos = vsm_videos(8, seed=3)
+  batch = layout.stack_examples([vsm_device.make_vsm_rows_example(v, None, VSM_CTX)
+                                 for v in videos])
+  drawn = jax.device_get(vsm_device.draw(batch, jax.random.key(7), 3))
+  host_batch = layout.stack_examples([vsm.build_vsm_example(
+      video, vsm.VsmChoices(sampled=np.unique(np.asarray(vsm_device.draw_subtitles(
+          batch["vsm_matched"], jax.random.key(7), 3))[v])), VSM_CTX)
+      for v, video in enumerate(videos)])
+  assert not np.array_equal(drawn["pack_src"], host_batch["pack_src"]) or not np.array_equal(
+      drawn["pack_seg"], host_batch["pack_seg"])   # really packed differently
+  settings = vsm.VsmSettings(drop_svmr_prob=0.0)
+  params = init_params(cfg)
+  losses = jax.jit(lambda b: vsm.vsm_loss(Hero(cfg), params, b, settings)[1])
+  got, want = jax.device_get(losses(drawn)), jax.device_get(losses(host_batch))
+  for name in want:
+    np.testing.assert_allclose(got[name][0], want[name][0], rtol=2e-5, atol=1e-6, err_msg=name)

@@ -21,7 +21,7 @@ def synthetic(tmp_path_factory):
   return build.build("hero_synthetic/videos", str(tmp_path_factory.mktemp("tfds"))).data_dir
 
 
-@pytest.mark.parametrize("objective", ["mlm-device", "mfm-nce-device", "fom-device"])
+@pytest.mark.parametrize("objective", ["mlm-device", "mfm-nce-device", "fom-device", "vsm-device"])
 def test_bank_examples_are_the_host_paths(synthetic, objective):
   """Bank rows, gathered in a jitted step on a sharded mesh, equal the host-fed
   pipeline's batches of the same records, frames included."""

@@ -2,7 +2,7 @@
 
 An objective whose host transform draws nothing (``Objective.host_draws``
 False: ``mlm-device``, ``mfm-nce-device``, ``mffr-device``, ``fom-device``,
-whose random choices the step draws) makes the same example of a video every epoch. With
+``vsm-device``, whose random choices the step draws) makes the same example of a video every epoch. With
 ``config.data.example_bank`` the loop makes them once, at start (the host
 transform over every record of the training split, frames as frame-bank
 rows), and keeps them on the devices beside the frame bank. Per step the host
@@ -15,8 +15,8 @@ Layout: one array per field, [N, ...] in the field's dtype (the stacked
 examples of every dataset: dataset d holds rows ``start_d .. end_d - 1``),
 ``replicated`` on every device or ``sharded`` (rows over all mesh devices,
 padded with zero rows to divide them). Memory: the layout's per-video
-fields, about 20 KB a video at the base layout (int32), so about 0.45 GB per
-objective for the TV set's 21.8k videos.
+fields, about 20 KB a video at the base layout (int32; 36 KB for
+``vsm-device``), so about 0.45 GB per objective for the TV set's 21.8k videos.
 
 Order: ``IndexIterator`` draws this process's share of a dataset's rows
 (``process_index::process_count``) in a new permutation every epoch, from
