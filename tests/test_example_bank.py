@@ -107,6 +107,7 @@ def test_a_run_trains_from_the_bank_and_resumes_its_position(tmp_path):
   banked = trainer.iterators["synthetic:mlm-device"]
   assert isinstance(banked, example_bank.IndexIterator)
   assert banked.batches == 4 and np.isfinite(last["train/mlm-device/loss"])
+  assert trainer.steps["mlm-device"].jitted._cache_size() == 1   # index batches: one compile
   resumed = loop.Trainer(tiny_config(tmp_path, 4), str(tmp_path / "run"))
   assert resumed.restore() == 4
   assert resumed.iterators["synthetic:mlm-device"].get_state() == banked.get_state()
