@@ -167,12 +167,12 @@ def check_meshes(objective, batch, states, meshes, overrides=None):
 
 
 # Each objective against one sharded mesh (each mesh taken by at least one
-# objective; VSM, whose negatives cross the batch, against two): every
-# objective on every mesh cost 20 compiles, and the model code the meshes
-# shard is the same for all objectives.
+# objective): every objective on every mesh cost 20 compiles, and the model
+# code the meshes shard is the same for all objectives. Negatives across the
+# batch on 8 data shards: MFM-NCE here, VSM's ranking in the VCMR test below.
 # MFFR shares MFM-NCE's batch and model path (only the loss differs).
 MESHES_OF = {"mlm": [MESHES[2]], "mfm-nce": [MESHES[1]],
-             "fom": [MESHES[2]], "vsm": [MESHES[1], MESHES[3]]}
+             "fom": [MESHES[2]], "vsm": [MESHES[3]]}
 
 
 @pytest.mark.slow
