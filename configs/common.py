@@ -95,6 +95,7 @@ def base_config(model: str = "base") -> ml_collections.ConfigDict:
   # sampling weight (0: not trained), every other key is the objective's setting.
   c.objectives = objectives_config(**PRETRAINING_RATIOS)
   c.objectives.mfm_nce.group_videos = 32
+  c.objectives.mfm_nce_device.group_videos = 32   # the device-drawn forms: the same settings
   c.train = ml_collections.ConfigDict({
       "num_steps": 100000,
       "batch_videos": 1024,     # global videos per micro-step

@@ -24,6 +24,11 @@ def get_config():
   c.objectives.mfm_nce.group_videos = 0
   c.objectives.vsm.hard_negative_start_step = 500
   c.objectives.vsm.hard_pool_size = 4
+  # The device-drawn forms (used in place of the host ones): the same settings.
+  c.objectives.mlm_device.max_predictions = 40
+  c.objectives.mfm_nce_device.group_videos = 0
+  c.objectives.vsm_device.update({"hard_negative_start_step": 500, "hard_pool_size": 4,
+                                  "queries_per_video": 2})
   c.train.update({"num_steps": 1000, "batch_videos": 16, "learning_rate": 2e-3,
                   "warmup_steps": 50})
   c.log_every = 20

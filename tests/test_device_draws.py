@@ -27,7 +27,7 @@ def test_the_device_mfm_mask_follows_heros_rule():
   assert np.all(masks.any(-1) == (frames > 0))                     # at least one, if any frame
   assert 0.13 < masks[:, frames == F].mean() < 0.2                 # 0.15 + the forced share
   assert masks[:, frames == 1, 0].all()
-  with pytest.raises(ValueError, match="mask_prob must be in"):
+  with pytest.raises(ValueError, match="objectives.mffr_device.mask_prob must be in"):
     registry.get("mffr-device").make_settings({"mask_prob": 1.5})
 
 
@@ -144,6 +144,13 @@ def test_the_device_vsm_draw_builds_the_host_fields():
   expected = np.array([min(3, len(vsm.matched_subtitles(videos[v]))) /
                        len(vsm.matched_subtitles(videos[v])) for v, _ in picked])
   assert abs(np.mean(share - expected)) < 0.03 and np.all(np.abs(share - expected) < 0.35)
+  with pytest.raises(ValueError, match="need at least as many rows"):
+    vsm_device.draw_subtitles(batch["vsm_matched"][:, :2], jax.random.key(0), 3)
+  from hero_jax.train import tasks
+  settings = {"vsm-device": registry.get("vsm-device").make_settings({"queries_per_video": 5})}
+  with pytest.raises(ValueError, match=r"vsm_device.queries_per_video \(5\) must equal "
+                     r"config.layout.queries \(3\)"):
+    tasks.check_settings_fit_layout(settings, VSM_SIZES)
   with pytest.raises(registry.SkipExample, match="vsm_no_matched_subtitle"):
     vsm_device.make_vsm_rows_example(layout.VideoExample(
         "none", np.zeros((2, 16), np.float32), [np.array([5])], [np.array([], int)]), None, VSM_CTX)

@@ -64,6 +64,9 @@ def make_examples(videos, objective: str, ctx, frame_index) -> tuple:
   bank's ``frame_index``."""
   from hero_jax.data import pipeline
   spec = registry.get(objective)
+  if videos.kind != spec.records:
+    raise ValueError(f"objective {objective!r} reads {spec.records} records, but {videos.path} "
+                     f"split {videos.split!r} holds {videos.kind}")
   source = videos.source if spec.records == "videos" else videos
   transform = pipeline.RecordTransform(objective, spec.make_example, ctx, seed=0,
                                        shard_len=len(source), max_clip_len=videos.max_clip_len,

@@ -62,6 +62,9 @@ def draw_subtitles(matched, key, queries: int):
   """[V, Q] subtitle of each query row: min(Q, count) distinct matched ones,
   uniformly, in subtitle order, the last repeated up to Q."""
   v, r = matched.shape
+  if r < queries:
+    raise ValueError(f"vsm-device: {queries} queries per video need at least as many rows, "
+                     f"layout.max_rows is {r}")
   rows = jnp.broadcast_to(jnp.arange(r), (v, r))
   keys = jnp.where(matched > 0, jax.random.uniform(key, (v, r)), -1.0)
   rank = jnp.argsort(jnp.argsort(-keys, axis=-1), axis=-1)      # 0: the largest key

@@ -78,6 +78,7 @@ class Trainer:
     self.tasks = tasks.tasks(config)
     tasks.check_heads(self.tasks, self.cfg)
     self.sizes = tasks.layout_sizes(config)
+    tasks.check_settings_fit_layout(self.settings, self.sizes)
     t = config.train
     self.tx, self.schedule = optimizer.hero_adamw(
         t.learning_rate, t.warmup_steps, t.num_steps, b1=t.b1, b2=t.b2, eps=t.eps,
@@ -140,7 +141,7 @@ class Trainer:
     from hero_jax.objectives import registry
     c = self.config
     example_bank.check_config(c.data.example_bank, c.data.frame_bank)
-    if c.data.example_bank == "off":
+    if c.data.example_bank == "off" or c.mode == "eval":   # evaluation reads the host path
       return {}, {}
     banked = sorted({t.objective for t in self.tasks if not registry.get(t.objective).host_draws})
     if not banked:

@@ -154,6 +154,16 @@ def objective_settings(c) -> dict:
   return out
 
 
+def check_settings_fit_layout(settings: dict, sizes) -> None:
+  """Settings that repeat a layout size must equal it (``vsm-device``'s
+  queries per video: the host's VSM takes Q from ``layout.queries``)."""
+  for name, s in settings.items():
+    q = getattr(s, "queries_per_video", None)
+    if q is not None and q != sizes.queries:
+      raise ValueError(f"config.objectives.{config_key(name)}.queries_per_video ({q}) must equal "
+                       f"config.layout.queries ({sizes.queries})")
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
   dataset: str  # key of config.data.datasets
