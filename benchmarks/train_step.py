@@ -5,6 +5,7 @@ useful and executed FLOPs, MFU, compile time and peak memory.
   python benchmarks/train_step.py --rows uniform           # the README's older uniform batch
   python benchmarks/train_step.py --pack 96                # rows packed into rows of 96 slots
   python benchmarks/train_step.py --scan --remat dots      # scan over layers, rematerialised
+  python benchmarks/train_step.py --ab_prune --pack 96     # prune_last_layer on vs off, alternating
   python benchmarks/train_step.py --models base --dtype bfloat16 --batch 64 --pack 96  # a GPU/TPU
 
 Rows (``--rows``):
@@ -137,36 +138,72 @@ def make_batch(objective: str, videos, ctx) -> dict:
   return {k: v[None] for k, v in layout.stack_examples(examples).items()}
 
 
-def stack_flops(lengths, batch_rows: int, width: int, layers: int, hidden: int) -> float:
-  """Training FLOPs of a transformer stack: real rows of ``lengths``, or
-  ``batch_rows`` rows of ``width`` when lengths is None (executed)."""
-  per_token = lambda n: 2 * 3 * layers * (12 * hidden * hidden + 2 * n * hidden)  # noqa: E731
-  if lengths is None:
-    return batch_rows * width * per_token(width)
-  return float(sum(n * per_token(n) for n in lengths))
+def layer_flops(queries: float, keys_each: float, hidden: int) -> float:
+  """Training FLOPs (3x forward) of one layer's work per query position:
+  q, attention output, FFN (20 h^2) and scores and weighted sum against
+  ``keys_each`` keys (4 n h)."""
+  return 3 * 2 * queries * (10 * hidden * hidden + 2 * keys_each * hidden)
+
+
+def kv_flops(positions: float, hidden: int) -> float:
+  """Training FLOPs of one layer's k and v projections over ``positions``."""
+  return 3 * 2 * positions * 2 * hidden * hidden
+
+
+def stack_flops(rows, keep_rows, layers: int, hidden: int, prune: bool) -> float:
+  """Training FLOPs of a transformer stack. ``rows``: (positions, keys each)
+  of every position; ``keep_rows``: those of the positions whose last-layer
+  output is read (``prune_last_layer``; None: every position)."""
+  full = sum(kv_flops(n, hidden) + layer_flops(n, k, hidden) for n, k in rows)
+  if not prune or keep_rows is None:
+    return layers * full
+  last = sum(kv_flops(n, hidden) for n, _ in rows)
+  last += sum(layer_flops(n, k, hidden) for n, k in keep_rows)
+  return (layers - 1) * full + last
+
+
+def kept_slots(b: dict, frames: np.ndarray, txt: np.ndarray):
+  """(real, executed) counts of the row slots the last cross-modal layer keeps
+  under ``prune_last_layer``: MLM's predictions, or else every frame slot."""
+  if "mlm_weights" in b:
+    return int(b["mlm_weights"].sum()), b["mlm_weights"].size
+  return int(frames.sum()), frames.size
 
 
 def padding_flops(batch: dict, cfg) -> float:
-  """Executed minus useful FLOPs of the cross-modal and temporal stacks."""
+  """Executed minus useful FLOPs of the cross-modal and temporal stacks.
+
+  Useful: each real position sees its row's real keys; with
+  ``prune_last_layer`` the last cross-modal layer's queries are the read real
+  slots only. Executed: the padded rows (or packed rows) as the step runs
+  them; a pruned last layer's queries attend to every key of their video."""
   b = {k: v[0] for k, v in batch.items()}
   if "qa_row_txt_mask" in b:   # the rows of every answer copy
     txt = b["qa_row_txt_mask"].reshape((-1,) + b["qa_row_txt_mask"].shape[-2:])
     frames = np.repeat(b["row_frame_mask"], txt.shape[0] // b["row_frame_mask"].shape[0], axis=0)
+    groups = txt.shape[0] * txt.shape[1]   # QA prunes each row on its own
   else:
     txt, frames = b["row_txt_mask"], b["row_frame_mask"]
+    groups = txt.shape[0]   # videos
   lengths = (txt.sum(-1) + frames.sum(-1)).reshape(-1)
   real = lengths[lengths > 0]
   if "pack_seg" in b:
     rows, width = int(np.prod(b["pack_seg"].shape[:-1])), b["pack_seg"].shape[-1]
   else:
     rows, width = lengths.size, txt.shape[-1] + frames.shape[-1]
-  h = cfg.hidden_size
-  cross = (stack_flops(None, rows, width, cfg.cross_layers, h)
-           - stack_flops(real, 0, 0, cfg.cross_layers, h))
+  h, prune = cfg.hidden_size, cfg.prune_last_layer
+  keys_each_video = rows * width / groups
+  kept_real, kept_executed = kept_slots(b, frames, txt)
+  # A kept real slot sees its own row: about the mean real row length.
+  useful_cross = stack_flops([(n, n) for n in real], [(kept_real, real.mean())],
+                             cfg.cross_layers, h, prune)
+  executed_cross = stack_flops([(rows * width, width)], [(kept_executed, keys_each_video)],
+                               cfg.cross_layers, h, prune)
   clip = b["frame_mask"].sum(-1)
-  temporal = (stack_flops(None, clip.size, b["frame_mask"].shape[-1], cfg.temporal_layers, h)
-              - stack_flops(clip, 0, 0, cfg.temporal_layers, h))
-  return cross + temporal
+  f = b["frame_mask"].shape[-1]
+  temporal = (stack_flops([(clip.size * f, f)], None, cfg.temporal_layers, h, False)
+              - stack_flops([(n, n) for n in clip], None, cfg.temporal_layers, h, False))
+  return executed_cross - useful_cross + temporal
 
 
 def peak_memory_gib() -> tuple:
@@ -194,6 +231,7 @@ def bench(name: str, cfg, args, peak_gflops: float) -> None:
   print(f"\n{name}: {sum(x.size for x in jax.tree.leaves(state.params)):,} params, "
         f"{args.batch} videos per step, {args.rows} rows, compute {cfg.dtype}, "
         f"scan_layers {cfg.scan_layers}, remat {cfg.remat_cross}, "
+        f"prune_last_layer {cfg.prune_last_layer}, "
         f"{'packed rows of ' + str(args.pack) if args.pack else 'unpacked'}; sizes {sizes}")
   print(f"{'objective':9s} {'compile s':>9s} {'step s':>8s} {'videos/s':>9s} "
         f"{'executed GFLOP':>14s} {'useful GFLOP':>12s} {'useful/exec':>11s} {'GFLOP/s':>8s} "
@@ -241,6 +279,54 @@ def bench(name: str, cfg, args, peak_gflops: float) -> None:
   print(f"peak memory: {memory:.2f} GiB ({where})")
 
 
+def ab_prune(name: str, cfg, args) -> None:
+  """``--ab_prune``: per objective, the step with ``prune_last_layer`` on and
+  off, compiled side by side and timed alternately (on, off, on, off...) so
+  that both see the same machine; prints the median step times and the
+  speed-up."""
+  ids = host.SpecialIds(mask=min(cfg.vocab_size - 1, 50264), v_range=(4, min(cfg.vocab_size, 50261)))
+  videos = make_videos(args.rows, args.batch, cfg.frame_feat_dim, ids.v_range[1])
+  ctx = host.HostContext(sizes=fitted_sizes(videos, args.pack), ids=ids, queries_per_video=5)
+  mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
+  rules = sharding.DEFAULT_RULES
+  tx, _ = optimizer.hero_adamw(3e-5, 10, 1000)
+  print(f"\n{name}: prune_last_layer on vs off, {args.batch} videos per step, {args.rows} rows, "
+        f"{'packed rows of ' + str(args.pack) if args.pack else 'unpacked'}, {args.steps} "
+        f"alternating steps each")
+  print(f"{'objective':9s} {'on: step s':>10s} {'off: step s':>11s} {'off / on':>8s}")
+  results = {}
+  for objective in args.objectives:
+    obj = registry.get(objective)
+    c = cfg.replace(heads=obj.heads or cfg.heads)
+    arrays = pipeline.make_global_batch(make_batch(objective, videos, ctx),
+                                        sharding.batch_sharding(mesh, leading_axes=1))
+    key = jax.random.key(0)
+    runs, times = {}, {True: [], False: []}
+    for prune in (True, False):
+      variant = c.replace(prune_last_layer=prune)
+      state = step_lib.create_state(variant, tx, mesh, rules, seed=0)
+      run = step_lib.make_train_step(Hero(variant), obj, obj.make_settings({}), tx, mesh, rules,
+                                     step_lib.state_shardings(state), accum_steps=1)
+      state, out = run(state, arrays, key)   # compile and warm up
+      jax.block_until_ready(out)
+      runs[prune] = [run, state]
+    for _ in range(args.steps):
+      for prune in (True, False):
+        run, state = runs[prune]
+        start = time.perf_counter()
+        state, out = run(state, arrays, key)
+        jax.block_until_ready(out)
+        times[prune].append(time.perf_counter() - start)
+        runs[prune][1] = state
+    on, off = float(np.median(times[True])), float(np.median(times[False]))
+    results[objective] = (on, off)
+    print(f"{objective:9s} {on:10.3f} {off:11.3f} {off / on:8.3f}")
+    del runs
+  if set(MIX) <= set(results):
+    on, off = (sum(w * results[o][i] for o, w in MIX.items()) / sum(MIX.values()) for i in (0, 1))
+    print(f"{'mix':9s} {on:10.3f} {off:11.3f} {off / on:8.3f}   (2:2:1:2, mean step)")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--models", nargs="+", default=["tiny", "base"], choices=["tiny", "base"])
@@ -254,6 +340,11 @@ def main():
   parser.add_argument("--scan", action="store_true", help="model.scan_layers: scan over layers")
   parser.add_argument("--remat", default="none", choices=["none", "full", "dots"],
                       help="model.remat_cross and remat_temporal")
+  parser.add_argument("--no_prune", action="store_true",
+                      help="model.prune_last_layer=False: the last cross-modal layer computes "
+                           "every position")
+  parser.add_argument("--ab_prune", action="store_true",
+                      help="time the step with prune_last_layer on and off, alternating")
   parser.add_argument("--peak_tflops", type=float, default=None,
                       help="the device's peak; default: known by device kind, or on CPU a numpy "
                            "float32 matmul measured now")
@@ -270,8 +361,13 @@ def main():
     print(f"device: {device.device_kind}; peak: {peak:.0f} GFLOP/s (numpy float32 2048^3 matmul, "
           f"measured now)")
   for name in args.models:
+    if args.ab_prune:
+      ab_prune(name, tasks.PRESETS[name](dtype=args.dtype, scan_layers=args.scan,
+                                         remat_cross=args.remat, remat_temporal=args.remat), args)
+      continue
     bench(name, tasks.PRESETS[name](dtype=args.dtype, scan_layers=args.scan,
-                                    remat_cross=args.remat, remat_temporal=args.remat), args, peak)
+                                    remat_cross=args.remat, remat_temporal=args.remat,
+                                    prune_last_layer=not args.no_prune), args, peak)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hero_jax import layout
+from hero_jax import layout, packing
 from hero_jax.data import records
 from hero_jax.objectives import fom
 from hero_jax.objectives import host
@@ -277,6 +277,16 @@ def build_examples(task: str, stats=None, sizes=None) -> list:
 def build_batch(task: str, stats=None, sizes=None) -> dict:
   """Our batch (stacked numpy arrays) for ``task``, videos in batch order."""
   return layout.stack_examples(build_examples(task, stats, sizes))
+
+
+def packed_sizes() -> layout.LayoutSizes:
+  """The fixture sizes, packed as tightly as the fixture videos allow."""
+  sizes = fixture_sizes()
+  width = sizes.max_row_frames + sizes.max_row_tokens
+  batch = build_batch("repr")
+  rows = max(packing.rows_needed(f, t, width)
+             for f, t in zip(batch["row_frame_mask"], batch["row_txt_mask"]))
+  return dataclasses.replace(sizes, packed_rows=rows, packed_width=width)
 
 
 # --- packed cross-modal outputs <-> our row slots ---

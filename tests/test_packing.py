@@ -68,31 +68,23 @@ def test_packing_errors_name_the_size_and_the_video():
     host.repr_example(video, ctx)
 
 
-def packed_sizes() -> layout.LayoutSizes:
-  """The fixture sizes, packed as tightly as the fixture videos allow."""
-  sizes = fb.fixture_sizes()
-  width = sizes.max_row_frames + sizes.max_row_tokens
-  batch = fb.build_batch("repr")
-  rows = max(packing.rows_needed(f, t, width)
-             for f, t in zip(batch["row_frame_mask"], batch["row_txt_mask"]))
-  return dataclasses.replace(sizes, packed_rows=rows, packed_width=width)
-
-
 def test_fixture_batches_pack_tighter():
   unpacked = packing.slot_counts(fb.build_batch("vsm"))
-  packed = packing.slot_counts(fb.build_batch("vsm", sizes=packed_sizes()))
+  packed = packing.slot_counts(fb.build_batch("vsm", sizes=fb.packed_sizes()))
   assert packed["useful"] == unpacked["useful"]
   assert packed["executed"] < unpacked["executed"]
 
 
 @pytest.mark.parametrize("name", OBJECTIVES)
 def test_packed_rows_give_the_unpacked_losses_and_outputs(name):
-  sizes = packed_sizes()
+  sizes = fb.packed_sizes()
   plain, packed = fb.build_batch(name), fb.build_batch(name, sizes=sizes)
   assert set(packed) == set(plain) | set(layout.PACK_FIELDS)
   reference.assert_same_losses(name, plain, packed)
   if name == "mlm":   # the encoder's outputs too, every real frame and row slot
-    model, params = Hero(reference.model_config()), reference.params()
+    # The full last layer (prune_last_layer=False): every slot's output.
+    model = Hero(reference.model_config().replace(prune_last_layer=False))
+    params = reference.params()
     encode = jax.jit(lambda b: model.apply({"params": params}, b, mutable=["intermediates"]))
     inputs = lambda b: {k: b[k] for k in layout.VIDEO_FIELDS + layout.PACK_FIELDS if k in b}  # noqa: E731
     (seq_plain, inter_plain), (seq_packed, inter_packed) = encode(inputs(plain)), encode(inputs(packed))

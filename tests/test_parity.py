@@ -45,8 +45,24 @@ def check_packed_rows(batch, rows_ours, z, key, what):
   close(fb.gather_packed(np.asarray(rows_ours), index), z[key][index.real], what)
 
 
-def cross_modal_output(inter):
-  return inter["v_encoder"]["cross_modal_output"][0]
+def check_last_layer(batch, inter, z, slots=None):
+  """The cross-modal stack's last layer against the fixture's ``f_sequence`` at
+  the slots it kept (``prune_last_layer``): every frame slot by default, or
+  ``slots`` [V, N] (MLM's) of each video's flattened rows."""
+  v, r, m = batch["row_frame_mask"].shape
+  width = m + batch["row_txt_mask"].shape[2]
+  if slots is None:
+    slots = np.broadcast_to((np.arange(r)[:, None] * width + np.arange(m)).reshape(1, -1), (v, r * m))
+  # The video's layers come first (queries, encoded after, add theirs).
+  last = reference.model_config().cross_layers - 1
+  kept = np.asarray(inter["v_encoder"]["f_encoder"]["encoder"]["hidden_states"][last])
+  assert kept.shape[:2] == slots.shape, (kept.shape, slots.shape)
+  index = fb.packed_index(batch, z["out.f_row_len"])
+  theirs = fb.unpack_rows(z["out.f_sequence_packed"], index, batch).reshape(v, r * width, -1)
+  theirs = np.take_along_axis(theirs, np.asarray(slots)[..., None], axis=1)
+  real = ~np.isnan(theirs[..., 0])   # the slots the fixture holds (not our padding)
+  assert real.sum() > 0
+  close(kept[real], theirs[real], "f_sequence at the kept slots")
 
 
 def temporal_layers(inter):
@@ -59,14 +75,16 @@ def test_repr(params_from):
   z = fb.load_npz("repr")
   batch, seq, inter = run("repr", Hero.__call__, params_from=params_from)
   f = inter["v_encoder"]["f_encoder"]
-  cross_layers = [f["embedding"][0]] + list(f["encoder"]["hidden_states"])
-  packed_layers = list(z["out.f_hidden_states_packed"]) + [z["out.f_sequence_packed"]]
+  # Every position of every layer but the last, which computes the frame slots only.
+  cross_layers = [f["embedding"][0]] + list(f["encoder"]["hidden_states"])[:-1]
+  packed_layers = list(z["out.f_hidden_states_packed"])
   assert len(cross_layers) == len(packed_layers)
   index = fb.packed_index(batch, z["out.f_row_len"])
   rows = batch["row_ids"].shape[:2]
   for i, (ours, theirs) in enumerate(zip(cross_layers, packed_layers)):
     ours = np.asarray(ours).reshape(rows + ours.shape[-2:])   # layers see [V * R, L, H]
     close(fb.gather_packed(ours, index), theirs[index.real], f"cross-modal layer {i}")
+  check_last_layer(batch, inter, z)
   v = inter["v_encoder"]
   close(v["frame_transform_output"][0], z["out.frame_transform"], "frame_transform")
   close(v["matched_frames"][0], z["out.matched_v_feats"], "matched frames")
@@ -82,7 +100,9 @@ def test_mlm():
   batch, logits, inter = run("mlm", mlm.mlm_logits)
   f = inter["v_encoder"]["f_encoder"]
   check_packed_rows(batch, f["embedding"][0], z, "out.f_embedding_packed", "embedding")
-  check_packed_rows(batch, cross_modal_output(inter), z, "out.f_sequence_packed", "f_sequence")
+  m, t = batch["row_frame_mask"].shape[-1], batch["row_txt_mask"].shape[-1]
+  positions = batch["mlm_positions"]
+  check_last_layer(batch, inter, z, slots=positions // t * (m + t) + m + positions % t)
   w = batch["mlm_weights"].astype(bool)
   close(np.asarray(logits)[w], z["out.mlm_logits"], "mlm logits")
   np.testing.assert_array_equal(batch["mlm_labels"][w], z["batch.txt_labels"])
@@ -111,7 +131,7 @@ def test_mfm(task):
   batch, pred, inter = run(task, mfm.mfm_predictions)
   mask = batch["mfm_mask"].astype(bool)
   np.testing.assert_array_equal(mask, z["batch.c_v_masks"])
-  check_packed_rows(batch, cross_modal_output(inter), z, "out.f_sequence_packed", "f_sequence")
+  check_last_layer(batch, inter, z)
   close(clip_input(batch), z["out.c_v_feats_masked"], "masked clip features")
   close(inter["v_encoder"]["temporal_input"][0], z["out.c_input"], "temporal input")
   close(temporal_layers(inter)[-1], z["out.c_sequence"], "c_sequence")
@@ -141,7 +161,7 @@ def test_mfm(task):
 def test_fom():
   z = fb.load_npz("fom")
   batch, logits, inter = run("fom", fom.fom_logits)
-  check_packed_rows(batch, cross_modal_output(inter), z, "out.f_sequence_packed", "f_sequence")
+  check_last_layer(batch, inter, z)
   v = inter["v_encoder"]
   close(v["frame_transform_output"][0], z["out.frame_transform"], "frame_transform")
   close(v["temporal_input"][0], z["out.c_input_shuffled"], "shuffled temporal input")
@@ -156,7 +176,7 @@ def test_fom():
 def test_vsm_outputs():
   z = fb.load_npz("vsm")
   batch, (seq, queries, st, ed), inter = run("vsm", vsm.vsm_outputs)
-  check_packed_rows(batch, cross_modal_output(inter), z, "out.f_sequence_packed", "f_sequence")
+  check_last_layer(batch, inter, z)
   close(seq, z["out.c_sequence"], "c_sequence")
   q_flat = np.asarray(queries).reshape(-1, queries.shape[-1])
   close(q_flat, z["out.modular_query"], "modular query")
@@ -261,7 +281,7 @@ def test_vcmr_outputs():
   (seq, queries, st, ed), state = model.apply({"params": params}, batch, method=vsm.vsm_outputs,
                                               mutable=["intermediates"])
   inter = state["intermediates"]
-  check_packed_rows(batch, cross_modal_output(inter), z, "out.f_sequence_packed", "f_sequence")
+  check_last_layer(batch, inter, z)
   close(seq, z["out.c_sequence"], "c_sequence")
   tokens = np.asarray(inter["query_tokens"][0])
   packed = np.concatenate([tokens[i, :n] for i, n in enumerate(z["out.q_row_len"])])

@@ -104,11 +104,12 @@ class HTrmEncoder(H.HierarchicalEncoder):
     self.sow("intermediates", "cross_modal_output", out)
     return out
 
-  def cross_modal(self, batch, frames, mfm_mask, deterministic):
+  def cross_modal(self, batch, frames, mfm_mask, deterministic, slots=None):
     del frames, mfm_mask   # the subtitle encoder never sees the frames
     refuse_packed(batch, self.cfg)
-    return self.subtitle_rows(batch["row_ids"], batch["row_txt_mask"],
+    rows = self.subtitle_rows(batch["row_ids"], batch["row_txt_mask"],
                               batch["row_frame_idx"].shape[-1], deterministic)
+    return rows if slots is None else H.take_slots(rows, slots)
 
   def qa_cross_modal(self, batch, deterministic=True):
     return self.subtitle_rows(batch["qa_row_ids"], batch["qa_row_txt_mask"],
@@ -171,13 +172,15 @@ class FTrmEncoder(nn.Module):
     seq, _ = self.video(batch, frames, mfm_mask, deterministic)
     return seq
 
-  def cross_modal(self, batch, frames, mfm_mask, deterministic):
+  def cross_modal(self, batch, frames, mfm_mask, deterministic, slots=None):
     """HERO's row layout [V, R, M+T, H] (MLM reads the text slots): each row's
-    frame slots hold its aligned frames' states, its text slots its tokens'."""
+    frame slots hold its aligned frames' states, its text slots its tokens'
+    (``slots``: those of HierarchicalEncoder.cross_modal)."""
     seq, text = self.video(batch, frames, mfm_mask, deterministic)
     rows = H._gather_rows(seq, batch["row_frame_idx"])
     rows = jnp.where(batch["row_frame_mask"][..., None].astype(bool), rows, 0)
-    return jnp.concatenate([rows, text.astype(rows.dtype)], axis=-2)
+    rows = jnp.concatenate([rows, text.astype(rows.dtype)], axis=-2)
+    return rows if slots is None else H.take_slots(rows, slots)
 
   def video_qa(self, batch, deterministic=True):
     """States at the frames [Q, A, F, H] of each answer copy's sequence

@@ -51,6 +51,11 @@ class HeroConfig:
   ``scan_layers``: run each transformer stack as one ``jax.lax.scan`` over its
   layers (one layer compiled, not N); the parameters keep their per-layer
   names (``layer_0``...), so checkpoints are the same either way.
+  ``prune_last_layer``: the last cross-modal layer computes only the
+  positions a loss reads (the frame slots the temporal transformer takes, or
+  MLM's masked tokens): the same outputs there, for about a sixth less of the
+  stack's work; ``False`` computes every position (the full per-layer
+  intermediates, ``cross_modal_output``).
   ``encoder``: the video encoder (``ENCODERS``): ``"hero"``, or the paper's
   baselines ``"h_trm"`` / ``"f_trm"`` (``hero_jax.model.baselines``; F-TRM's
   flat transformer has ``cross_layers + temporal_layers`` layers).
@@ -79,6 +84,7 @@ class HeroConfig:
   remat_temporal: str = "none"
   encoder: str = "hero"
   scan_layers: bool = False
+  prune_last_layer: bool = True
 
   def __post_init__(self):
     if self.hidden_size % self.num_attention_heads:

@@ -136,8 +136,8 @@ class CrossModalTransformer(nn.Module):
     self.sow("intermediates", "embedding", x)
     return x
 
-  def encode(self, x, mask, deterministic, segments=None):
-    return self.encoder(x, mask, deterministic, segments)
+  def encode(self, x, mask, deterministic, segments=None, keep=None):
+    return self.encoder(x, mask, deterministic, segments, keep)
 
   def mlm_logits(self, x):
     return self.lm_head(x, self.embeddings.word_embeddings.attend)
@@ -246,6 +246,12 @@ def _gather_rows(x, idx):
   return jax.vmap(lambda xv, iv: xv[iv])(x, idx)
 
 
+def take_slots(rows, slots):
+  """rows [V, R, L, H], slots int [V, N] into each video's R * L -> [V, N, H]."""
+  v, r, length, h = rows.shape
+  return jnp.take_along_axis(rows.reshape(v, r * length, h), slots[..., None], axis=1)
+
+
 def _scatter_rows(values, idx, mask, num_frames):
   """Adds row slot values [V, R, M, H] onto the timeline [V, F, H] (spec 1.7)."""
   values = jnp.where(mask[..., None].astype(bool), values, 0)
@@ -269,8 +275,12 @@ class HierarchicalEncoder(nn.Module):
     self.mask_embedding = L.embed(cfg, 2, cfg.frame_feat_dim, (None, "frame_feat"), "mask_embedding")
     self.fom_output = MLPLayer(cfg, cfg.fom_num_classes)
 
-  def cross_modal(self, batch, frames, mfm_mask, deterministic):
-    """Runs every subtitle row through ``f_encoder``: [V, R, M+T, H]."""
+  def cross_modal(self, batch, frames, mfm_mask, deterministic, slots=None):
+    """Runs every subtitle row through ``f_encoder``: [V, R, M+T, H].
+
+    ``slots``: int [V, N] into each video's flattened row slots [R * (M+T)];
+    then only those slots' outputs [V, N, H] are returned, and with
+    ``cfg.prune_last_layer`` only they go through the last layer."""
     row_frame_mask = batch["row_frame_mask"]
     row_feats = _gather_rows(frames, batch["row_frame_idx"])
     row_feats = jnp.where(row_frame_mask[..., None].astype(bool), row_feats, 0)
@@ -279,25 +289,36 @@ class HierarchicalEncoder(nn.Module):
       mfm_ids = _gather_rows(mfm_mask, batch["row_frame_idx"]) * row_frame_mask
     x, mask = self.f_encoder.embed_rows(batch["row_ids"], batch["row_txt_mask"], row_feats,
                                         row_frame_mask, mfm_ids, deterministic)
+    pruned = slots is not None and self.cfg.prune_last_layer
     if "pack_src" in batch:
-      out = self._encode_packed(x, batch, deterministic)
+      out = self._encode_packed(x, batch, deterministic, slots if pruned else None)
     else:
       v, r = x.shape[:2]
       flat = x.reshape((v * r,) + x.shape[2:])
       flat = L.constrain(flat, ("batch", "length", "embed"))
-      out = self.f_encoder.encode(flat, mask.reshape(v * r, -1), deterministic).reshape(x.shape)
+      # Unpacked, a video's flattened encoder positions are its row slots.
+      out = self.f_encoder.encode(flat, mask.reshape(v * r, -1), deterministic,
+                                  keep=slots if pruned else None)
+      if not pruned:
+        out = out.reshape(x.shape)
+    if pruned:
+      return out
     self.sow("intermediates", "cross_modal_output", out)
-    return out
+    return out if slots is None else take_slots(out, slots)
 
-  def _encode_packed(self, x, batch, deterministic):
+  def _encode_packed(self, x, batch, deterministic, slots=None):
     """Embedded rows [V, R, M+T, H] -> packed rows [V*P, W, H] -> encoder ->
-    back to [V, R, M+T, H] (``hero_jax.packing``; padding slots get any output)."""
+    back to [V, R, M+T, H] (``hero_jax.packing``; padding slots get any output),
+    or with ``slots`` only those slots' outputs [V, N, H] (``cross_modal``)."""
     v, p, w = batch["pack_src"].shape
-    slots = x.reshape(v, -1, x.shape[-1])
-    packed = _gather_rows(slots, batch["pack_src"]).reshape(v * p, w, x.shape[-1])
+    slots_flat = x.reshape(v, -1, x.shape[-1])
+    packed = _gather_rows(slots_flat, batch["pack_src"]).reshape(v * p, w, x.shape[-1])
     packed = L.constrain(packed, ("batch", "length", "embed"))
-    out = self.f_encoder.encode(packed, None, deterministic,
-                                segments=batch["pack_seg"].reshape(v * p, w))
+    segments = batch["pack_seg"].reshape(v * p, w)
+    if slots is not None:
+      keep = jnp.take_along_axis(batch["unpack_src"].reshape(v, -1), slots, axis=1)
+      return self.f_encoder.encode(packed, None, deterministic, segments=segments, keep=keep)
+    out = self.f_encoder.encode(packed, None, deterministic, segments=segments)
     return _gather_rows(out.reshape(v, p * w, x.shape[-1]), batch["unpack_src"])
 
   def fuse(self, batch, *, mfm_mask=None, deterministic=True):
@@ -311,10 +332,14 @@ class HierarchicalEncoder(nn.Module):
     frames = batch["frames"].astype(_f32)
     if mfm_mask is not None:
       frames = jnp.where(mfm_mask[..., None].astype(bool), 0.0, frames)
-    cross = self.cross_modal(batch, frames, mfm_mask, deterministic)
-    m = batch["row_frame_idx"].shape[-1]
-    matched = _scatter_rows(cross[:, :, :m], batch["row_frame_idx"], batch["row_frame_mask"],
-                            frames.shape[1])
+    v, r, m = batch["row_frame_idx"].shape
+    # Only the frame slots' outputs are read: r * (M+T) + j, j < M.
+    width = m + batch["row_ids"].shape[-1]
+    frame_slots = (jnp.arange(r)[:, None] * width + jnp.arange(m)).reshape(1, r * m)
+    cross = self.cross_modal(batch, frames, mfm_mask, deterministic,
+                             slots=jnp.broadcast_to(frame_slots, (v, r * m)))
+    matched = _scatter_rows(cross.reshape(v, r, m, -1), batch["row_frame_idx"],
+                            batch["row_frame_mask"], frames.shape[1])
     clip = frames
     if mfm_mask is None and self.is_initializing():
       self.mask_embedding(jnp.zeros((), jnp.int32))   # create the table (checkpoints hold it)
@@ -363,7 +388,8 @@ class HierarchicalEncoder(nn.Module):
     return out[:, :n_frames].reshape((q, a, n_frames, -1))
 
   def qa_cross_modal(self, batch, deterministic=True):
-    """The cross-modal rows of every answer copy, [Q, A, R, M+T, H]."""
+    """The cross-modal rows of every answer copy, [Q, A, R, M+T, H]; with
+    ``cfg.prune_last_layer`` only their frame slots, [Q, A, R, M, H]."""
     f = self.f_encoder
     frames = batch["frames"].astype(_f32)                                  # [Q, F, D]
     ids, txt_mask = batch["qa_row_ids"], batch["qa_row_txt_mask"]          # [Q, A, R, T]
@@ -378,6 +404,11 @@ class HierarchicalEncoder(nn.Module):
     x = jnp.concatenate([img, txt], axis=-2)
     mask = jnp.concatenate([jnp.broadcast_to(row_frame_mask[:, None], (q, a, r, m)), txt_mask], -1)
     flat = L.constrain(x.reshape((q * a * r,) + x.shape[3:]), ("batch", "length", "embed"))
+    if self.cfg.prune_last_layer:
+      # video_qa reads the frame slots only: each row's first M positions.
+      keep = jnp.broadcast_to(jnp.arange(m), (q * a * r, m))
+      out = f.encode(flat, mask.reshape(q * a * r, -1), deterministic, keep=keep)
+      return out.reshape((q, a, r, m, -1))
     cross = f.encode(flat, mask.reshape(q * a * r, -1), deterministic).reshape(x.shape)
     self.sow("intermediates", "cross_modal_output", cross)
     return cross
@@ -454,10 +485,11 @@ class Hero(nn.Module):
     return self.v_encoder(batch, mfm_mask=mfm_mask, fom_source=fom_source,
                           deterministic=deterministic)
 
-  def cross_modal_rows(self, batch, deterministic=True):
-    """MLM path: only the cross-modal transformer, [V, R, M+T, H]."""
+  def cross_modal_rows(self, batch, deterministic=True, slots=None):
+    """MLM path: only the cross-modal transformer, [V, R, M+T, H] (or the
+    ``slots`` [V, N] of each video's flattened rows: [V, N, H])."""
     frames = batch["frames"].astype(_f32)
-    return self.v_encoder.cross_modal(batch, frames, None, deterministic)
+    return self.v_encoder.cross_modal(batch, frames, None, deterministic, slots=slots)
 
   # -- heads -----------------------------------------------------------------
   def mlm_logits(self, x):

@@ -117,17 +117,20 @@ class BertSelfAttention(nn.Module):
   torch_default_init: bool = False
 
   @nn.compact
-  def __call__(self, x, bias, deterministic: bool):
+  def __call__(self, x, bias, deterministic: bool, kv=None):
+    """Queries from ``x`` [..., N, H]; keys and values from ``kv`` [..., S, H]
+    (default ``x``); ``bias`` broadcasts to [..., heads, N, S]."""
     cfg = self.cfg
     h, nh = cfg.hidden_size, cfg.num_attention_heads
     hd = h // nh
     init = h if self.torch_default_init else None
+    kv = x if kv is None else kv
 
-    def heads(name):
-      y = dense(cfg, h, ("embed", "joined_kv"), name, torch_default_init=init)(x)
+    def heads(name, y):
+      y = dense(cfg, h, ("embed", "joined_kv"), name, torch_default_init=init)(y)
       return y.reshape(y.shape[:-1] + (nh, hd))
 
-    q, k, v = heads("query"), heads("key"), heads("value")
+    q, k, v = heads("query", x), heads("key", kv), heads("value", kv)
     scores = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=_f32)
     scores = scores / math.sqrt(hd) + bias
     probs = jax.nn.softmax(scores, axis=-1)
@@ -157,19 +160,23 @@ class BertAttention(nn.Module):
   torch_default_init: bool = False
 
   @nn.compact
-  def __call__(self, x, bias, deterministic: bool):
-    ctx = BertSelfAttention(self.cfg, self.torch_default_init, name="self")(x, bias, deterministic)
+  def __call__(self, x, bias, deterministic: bool, kv=None):
+    ctx = BertSelfAttention(self.cfg, self.torch_default_init, name="self")(
+        x, bias, deterministic, kv)
     fan_in = self.cfg.hidden_size if self.torch_default_init else None
     return AddNorm(self.cfg, "joined_kv", fan_in, name="output")(ctx, x, deterministic)
 
 
 class BertLayer(nn.Module):
+  """One post-LN layer. With ``kv`` [..., S, H], outputs only the positions
+  ``x`` [..., N, H] (taken from ``kv``) that attend to ``kv``: equal to those
+  rows of the full layer's output, for a fraction of its work."""
   cfg: HeroConfig
 
   @nn.compact
-  def __call__(self, x, bias, deterministic: bool):
+  def __call__(self, x, bias, deterministic: bool, kv=None):
     cfg = self.cfg
-    x = BertAttention(cfg, name="attention")(x, bias, deterministic)
+    x = BertAttention(cfg, name="attention")(x, bias, deterministic, kv)
     hidden = Intermediate(cfg, name="intermediate")(x)
     return AddNorm(cfg, "mlp", name="output")(hidden, x, deterministic)
 
@@ -201,30 +208,50 @@ class BertEncoder(nn.Module):
   remat: str = "none"   # HeroConfig.REMAT
 
   @nn.compact
-  def __call__(self, x, mask, deterministic: bool, segments=None):
+  def __call__(self, x, mask, deterministic: bool, segments=None, keep=None):
     """``mask``: [..., L] 0/1 key mask; or, for packed rows, ``segments``
-    [..., L] instead (``segment_bias``)."""
+    [..., L] instead (``segment_bias``).
+
+    ``keep``: the positions whose output is read, int [G, N] into the
+    flattened [G, (B / G) * L] positions of ``x`` [B, L, H] (G groups of rows,
+    e.g. videos). The last layer then computes only them (``keep_queries``)
+    and the stack returns [G, N, H]: those positions' outputs, for a fraction
+    of the last layer's work. A kept position of a padding slot gets a finite
+    value of no meaning.
+    """
     bias = attention_bias(mask) if segments is None else segment_bias(segments)
-    if self.cfg.scan_layers and not self.is_initializing():
-      return self._scan(x, bias, deterministic)
     layer = BertLayer
     if self.remat != "none":
       layer = nn.remat(BertLayer, policy=self._remat_policy(), static_argnums=(3,))  # deterministic
-    for i in range(self.num_layers):
-      x = layer(self.cfg, name=f"layer_{i}")(x, bias, deterministic)
-      x = constrain(x, _hidden_names(x))
-      self.sow("intermediates", "hidden_states", x)
-    return x
+    full = self.num_layers - (keep is not None)
+    if self.cfg.scan_layers and not self.is_initializing():
+      if full:
+        x = self._scan(x, bias, deterministic, full)
+    else:
+      for i in range(full):
+        x = layer(self.cfg, name=f"layer_{i}")(x, bias, deterministic)
+        x = constrain(x, _hidden_names(x))
+        self.sow("intermediates", "hidden_states", x)
+    if keep is None:
+      return x
+    # The last layer as a submodule in both modes: under scan it binds to the
+    # same ``layer_{N-1}`` parameters that _scan reads.
+    q, kv, q_bias = keep_queries(x, mask if segments is None else segments, keep)
+    out = layer(self.cfg, name=f"layer_{self.num_layers - 1}")(q, q_bias, deterministic, kv)
+    out = constrain(out, _hidden_names(out))
+    self.sow("intermediates", "hidden_states", out)
+    return out
 
   def _remat_policy(self):
     return (jax.checkpoint_policies.dots_with_no_batch_dims_saveable if self.remat == "dots"
             else jax.checkpoint_policies.nothing_saveable)
 
-  def _scan(self, x, bias, deterministic: bool):
+  def _scan(self, x, bias, deterministic: bool, num_layers: int):
+    """Layers 0..num_layers-1 as one scan."""
     params = nn.unbox(self.variables["params"])
     stacked = jax.tree.map(lambda *p: jnp.stack(p),
-                           *[params[f"layer_{i}"] for i in range(self.num_layers)])
-    keys = None if deterministic else jax.random.split(self.make_rng("dropout"), self.num_layers)
+                           *[params[f"layer_{i}"] for i in range(num_layers)])
+    keys = None if deterministic else jax.random.split(self.make_rng("dropout"), num_layers)
 
     def body(h, layer):
       p, key = layer
@@ -235,6 +262,28 @@ class BertEncoder(nn.Module):
       body = jax.checkpoint(body, policy=self._remat_policy())
     x, _ = jax.lax.scan(body, x, (stacked, keys))
     return x
+
+
+def keep_queries(x, segments, keep):
+  """The last layer's inputs for ``BertEncoder(keep=...)``.
+
+  ``x`` [B, L, H] rows, ``segments`` [B, L] (a 0/1 mask, or packed segment ids;
+  0 is padding), ``keep`` int [G, N] into each group's flattened rows.
+  Returns queries [G, N, H], keys/values [G, (B / G) * L, H] and the bias
+  [G, 1, N, (B / G) * L]: a query sees the keys of its own row and segment
+  (0 or -10000, as ``attention_bias``/``segment_bias`` give its row alone; the
+  other rows' keys get -10000 and so weigh exactly 0, as padding does).
+  """
+  g = keep.shape[0]
+  b, length, h = x.shape
+  kv = constrain(x.reshape(g, (b // g) * length, h), ("batch", "length", "embed"))
+  q = jnp.take_along_axis(kv, keep[..., None], axis=1)
+  seg_k = segments.reshape(g, -1)
+  seg_q = jnp.take_along_axis(seg_k, keep, axis=1)
+  row_k = jnp.arange(seg_k.shape[1]) // length
+  same = ((keep // length)[..., :, None] == row_k) & (seg_q[..., :, None] == seg_k[:, None, :])
+  same &= seg_k[:, None, :] > 0
+  return q, kv, jnp.where(same, 0.0, ATTENTION_MASK_VALUE).astype(_f32)[:, None]
 
 
 def _hidden_names(x) -> tuple:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import jax.numpy as jnp
 
 from hero_jax import layout
 from hero_jax.objectives import common
@@ -154,12 +153,11 @@ class MlmSettings:
 
 def mlm_logits(model, batch, deterministic=True):
   """Logits [V, K, mlm_columns] at the prediction slots (a model method)."""
-  x = model.cross_modal_rows(batch, deterministic)
-  m = batch["row_frame_idx"].shape[-1]
-  text = x[:, :, m:]
-  v, r, t, h = text.shape
-  picked = jnp.take_along_axis(text.reshape(v, r * t, h), batch["mlm_positions"][..., None], axis=1)
-  return model.mlm_logits(picked)
+  m, t = batch["row_frame_idx"].shape[-1], batch["row_ids"].shape[-1]
+  # mlm_positions index the text slots (r * T + t); the rows are [frames ; text].
+  positions = batch["mlm_positions"]
+  slots = positions // t * (m + t) + m + positions % t
+  return model.mlm_logits(model.cross_modal_rows(batch, deterministic, slots=slots))
 
 
 def mlm_loss(model, params, batch, settings=None, *, step=0, rng=None, deterministic=True):
