@@ -175,6 +175,8 @@ def main():
   parser.add_argument("--step_videos_per_s", type=float, default=0.0,
                       help="videos/s of a measured step (benchmarks/train_step.py), 0: none")
   args = parser.parse_args()
+  if args.batches < 1:
+    parser.error(f"--batches must be at least 1 (timed batches per run), got {args.batches}")
   flags.FLAGS.mark_as_parsed()  # grain workers read absl flags
   print(f"machine: {os.cpu_count()} CPUs")
   with tempfile.TemporaryDirectory() as tmp:

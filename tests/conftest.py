@@ -60,11 +60,11 @@ def reference_run(tmp_path_factory):
 # cores). xdist (--dist loadfile) hands out files in collection order, so the
 # longest go first: a long file started last would leave one core idle while
 # it finishes.
-FILE_SECONDS = {"test_finetune_videoqa.py": 400, "test_train_step.py": 370,
-                "test_baselines.py": 280, "test_preemption.py": 245,
-                "test_finetune_vcmr.py": 210, "test_model.py": 195, "test_train_loop.py": 170,
-                "test_ablation.py": 85, "test_frame_bank.py": 65, "test_parity.py": 60,
-                "test_example_bank.py": 50}
+FILE_SECONDS = {"test_train_step.py": 480, "test_baselines.py": 350, "test_model.py": 280,
+                "test_finetune_vcmr.py": 275, "test_finetune_videoqa.py": 270,
+                "test_train_loop.py": 250, "test_preemption.py": 230, "test_ablation.py": 140,
+                "test_parity.py": 120, "test_frame_bank.py": 80, "test_device_draws.py": 60,
+                "test_example_bank.py": 55, "test_pruning.py": 50}
 
 
 def pytest_collection_modifyitems(items):

@@ -23,6 +23,12 @@ def device_draw_key(rng, step):
   return tuple(jax.random.split(rng))
 
 
+def check_mask_prob(p: float, key: str) -> None:
+  """A device objective's ``mask_prob`` setting (``objectives.<key>.mask_prob``)."""
+  if not 0.0 < p <= 1.0:
+    raise ValueError(f"objectives.{key}.mask_prob must be in (0, 1], got {p}")
+
+
 def cross_entropy(logits, labels):
   """Per-example cross-entropy in float32; labels < 0 give a finite dummy
   value that the caller masks out (HERO's ``ignore_index=-1``)."""

@@ -34,8 +34,7 @@ class FomDeviceSettings:
   mask_prob: float = 0.15
 
   def __post_init__(self):
-    if not 0.0 < self.mask_prob <= 1.0:
-      raise ValueError(f"objectives.fom_device.mask_prob must be in (0, 1], got {self.mask_prob}")
+    common.check_mask_prob(self.mask_prob, "fom_device")
 
 
 def draw(frame_mask, key, mask_prob: float) -> dict:

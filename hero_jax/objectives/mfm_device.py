@@ -30,18 +30,13 @@ def make_frames_example(video: layout.VideoExample, rng, ctx: host.HostContext,
   return host.repr_example(video, ctx, stats)
 
 
-def _check_mask_prob(p: float, key: str) -> None:
-  if not 0.0 < p <= 1.0:
-    raise ValueError(f"objectives.{key}.mask_prob must be in (0, 1], got {p}")
-
-
 @dataclasses.dataclass(frozen=True)
 class MfmNceDeviceSettings(mfm.MfmNceSettings):
   """``mfm-nce``'s settings and ``mask_prob`` (HERO's 0.15)."""
   mask_prob: float = 0.15
 
   def __post_init__(self):
-    _check_mask_prob(self.mask_prob, "mfm_nce_device")
+    common.check_mask_prob(self.mask_prob, "mfm_nce_device")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +44,7 @@ class MffrDeviceSettings:
   mask_prob: float = 0.15
 
   def __post_init__(self):
-    _check_mask_prob(self.mask_prob, "mffr_device")
+    common.check_mask_prob(self.mask_prob, "mffr_device")
 
 
 def draw_mask(frame_mask, key, mask_prob: float):

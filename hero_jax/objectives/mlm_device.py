@@ -65,8 +65,7 @@ class MlmDeviceSettings:
   max_predictions: int = 160
 
   def __post_init__(self):
-    if not 0.0 < self.mask_prob <= 1.0:
-      raise ValueError(f"objectives.mlm_device.mask_prob must be in (0, 1], got {self.mask_prob}")
+    common.check_mask_prob(self.mask_prob, "mlm_device")
     if self.max_predictions <= 0:
       raise ValueError("objectives.mlm_device.max_predictions must be positive, got "
                        f"{self.max_predictions}")
