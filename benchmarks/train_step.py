@@ -20,8 +20,11 @@ FLOPs: *executed* is XLA's cost analysis of the compiled step (what the device
 runs, padding included; not given with ``--scan``, whose loop body the cost
 analysis counts once). *Useful* takes out the padding of the two
 transformer stacks, counted analytically (per layer and token 24 H^2 + 4 L H
-multiply-adds, x3 for forward and backward) from the real row lengths; the
-heads and embeddings are counted as executed. MFU = FLOP/s over the device's
+multiply-adds, x3 for forward and backward) from the real row lengths; with
+``prune_last_layer`` (the default; ``--no_prune`` turns it off) the last
+cross-modal layer counts keys and values for every real slot and the rest
+only for the real slots it keeps (``padding_flops``); the heads and
+embeddings are counted as executed. MFU = FLOP/s over the device's
 peak: ``--peak_tflops``, else a known peak for the device kind (bf16 dense),
 else on CPU a numpy float32 matmul measured now. Peak memory: the device's
 ``peak_bytes_in_use`` where it reports one, else the process's peak RSS.
