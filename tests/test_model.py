@@ -100,6 +100,21 @@ def test_original_padding_behaviour_and_corrected_flags():
 
 
 @pytest.mark.slow
+def test_gelu_backward_is_the_exact_gelus_derivative():
+  """layers.gelu keeps only its input for the backward pass; its gradient is
+  autodiff's of the exact (erf) GELU, in float32 and bfloat16."""
+  from hero_jax.model import layers
+  x = jnp.linspace(-9.0, 9.0, 2001)
+  exact = lambda v: jax.nn.gelu(v, approximate=False)  # noqa: E731
+  np.testing.assert_array_equal(layers.gelu(x), exact(x))
+  ours, ref = (jax.grad(lambda v, f=f: (f(v) * jnp.cos(v)).sum())(x) for f in (layers.gelu, exact))
+  np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-7)
+  grad16 = jax.grad(lambda v: layers.gelu(v).astype(jnp.float32).sum())(x.astype(jnp.bfloat16))
+  assert grad16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(grad16.astype(np.float32), jax.grad(lambda v: exact(v).sum())(x),
+                             atol=2e-2)
+
+
 def test_bfloat16_forward_is_close_to_float32():
   batch = fb.build_batch("repr")
   cfg = reference.model_config()
