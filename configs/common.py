@@ -94,6 +94,10 @@ def base_config(model: str = "base") -> ml_collections.ConfigDict:
   # Objectives: key = registry name with '-' written '_'; 'ratio' is the
   # sampling weight (0: not trained), every other key is the objective's setting.
   c.objectives = objectives_config(**PRETRAINING_RATIOS)
+  # 'device': each objective with a device-drawn twin (mlm -> mlm_device, ...)
+  # trains as that twin, with the ratio given here to the host form; needed
+  # by data.example_bank (hero_jax.train.tasks.drawn_objectives).
+  c.objective_draws = "host"
   c.objectives.mfm_nce.group_videos = 32
   c.objectives.mfm_nce_device.group_videos = 32   # the device-drawn forms: the same settings
   c.train = ml_collections.ConfigDict({

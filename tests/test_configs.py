@@ -48,6 +48,27 @@ def test_the_tv_recipe_is_the_original():
   assert tasks.hero_config(c).hidden_size == 768
 
 
+def test_device_draws_move_each_ratio_to_the_twin():
+  """objective_draws='device': the mix trains the device-drawn twins with the
+  host forms' ratios and the twins' own settings."""
+  c = load("pretrain_tiny.py")
+  c.objective_draws = "device"
+  c.objectives.mffr.ratio = 0.5
+  settings = tasks.objective_settings(c)
+  assert {name: r for name, (r, _) in settings.items()} == {
+      "mlm-device": 2.0, "mfm-nce-device": 2.0, "fom-device": 1.0, "vsm-device": 2.0,
+      "mffr-device": 0.5}
+  assert settings["vsm-device"][1].queries_per_video == c.objectives.vsm_device.queries_per_video
+  c.objectives.vsm.hard_pool_size = 3   # a setting both forms have: the host form's is used
+  assert tasks.objective_settings(c)["vsm-device"][1].hard_pool_size == 3
+  c.objectives.mlm_device.ratio = 1.0
+  with pytest.raises(ValueError, match="mlm and mlm_device both have a ratio"):
+    tasks.objective_settings(c)
+  c.objective_draws = "devices"
+  with pytest.raises(ValueError, match="config.objective_draws: 'devices' is not one of"):
+    tasks.objective_settings(c)
+
+
 def test_unknown_preset_is_an_error():
   with pytest.raises(ValueError, match="unknown 'huge'"):
     common.model_config("huge")

@@ -91,7 +91,8 @@ def tiny_config(tmp_path, steps: int):
   c.data.datasets.synthetic.data_dir = str(tmp_path / "tfds")
   c.data.synthetic.train_videos, c.data.synthetic.val_videos = 32, 8
   c.data.frame_bank, c.data.example_bank = "sharded", "sharded"
-  common.use_objectives(c, mlm_device=1.0)
+  common.use_objectives(c, mlm=1.0)
+  c.objective_draws = "device"   # mlm trains as mlm-device, as the example bank needs
   c.train.num_steps, c.train.batch_videos = steps, 8
   c.log_every, c.eval_every, c.checkpoint_every = 2, 0, 2
   c.mesh.num_devices = 2

@@ -157,7 +157,8 @@ def check_objective(objective: str) -> None:
   if registry.get(objective).host_draws:
     raise ValueError(f"objective {objective!r} draws its examples on the host (a new example "
                      "every epoch): the example bank holds only objectives whose step draws "
-                     f"({', '.join(bankable_objectives())})")
+                     f"({', '.join(bankable_objectives())}); config.objective_draws='device' "
+                     "trains each pre-training objective as its device-drawn twin")
 
 
 class IndexIterator:

@@ -13,6 +13,7 @@ import difflib
 
 import ml_collections
 import numpy as np
+from absl import logging
 from ml_collections import config_dict
 
 from hero_jax import layout
@@ -136,11 +137,43 @@ def config_key(objective: str) -> str:
   return objective.replace("-", "_")
 
 
+OBJECTIVE_DRAWS = ("host", "device")
+
+
+def drawn_objectives(c) -> dict:
+  """``config.objectives`` as trained: with ``config.objective_draws='device'``
+  every objective that has a device-drawn twin (``mlm`` -> ``mlm_device``...)
+  hands it its ratio and the settings both have (so an override of
+  ``objectives.vsm.hard_pool_size`` reaches ``vsm-device``; a twin value it
+  replaces is logged); the twin keeps the settings only it has
+  (``queries_per_video``, ``max_predictions``, ``mask_prob``). Objectives
+  without a twin (the downstream ones) are trained as they are."""
+  draws = c.get("objective_draws", "host")
+  if draws not in OBJECTIVE_DRAWS:
+    raise ValueError(f"config.objective_draws: {draws!r} is not one of {OBJECTIVE_DRAWS}")
+  entries = {key: dict(entry) for key, entry in c.objectives.items()}
+  if draws == "device":
+    for key, entry in entries.items():
+      twin = entries.get(key + "_device")
+      if twin is None or entry.get("ratio", 0.0) <= 0:
+        continue
+      if twin.get("ratio", 0.0):
+        raise ValueError(f"config.objectives.{key} and {key}_device both have a ratio: with "
+                         f"objective_draws='device' give {key} the ratio (it moves to {key}_device)")
+      for name, value in entry.items():
+        if name != "ratio" and name in twin and twin[name] != value:
+          logging.warning("objective_draws=device: objectives.%s_device.%s=%r replaced by "
+                          "objectives.%s.%s=%r", key, name, twin[name], key, name, value)
+          twin[name] = value
+      twin["ratio"], entry["ratio"] = entry["ratio"], 0.0
+  return entries
+
+
 def objective_settings(c) -> dict:
   """{objective: (ratio, settings)} with settings checked against the objective."""
   import hero_jax.objectives  # noqa: F401  (registers the built-in objectives)
   out = {}
-  for key, entry in c.objectives.items():
+  for key, entry in drawn_objectives(c).items():
     entry = dict(entry)
     ratio = float(entry.pop("ratio", 0.0))
     if ratio < 0:
