@@ -4,6 +4,7 @@
   python benchmarks/input_pipeline.py --release_dir ../shared/fixtures/hero_reference/release_format
   python benchmarks/input_pipeline.py --dataset_dir ~/tensorflow_datasets/hero_tv/videos/1.0.0
   python benchmarks/input_pipeline.py --accelerator H100 --accelerators_per_host 8 --workers 0 2
+  python benchmarks/input_pipeline.py --objectives fom-device --train_videos 4096 --bank_workers 0 2
 
 Three paths, the first two with 0..n grain worker processes:
 
@@ -35,6 +36,7 @@ pipeline process (``config.data.read_threads``, default 1).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -132,13 +134,16 @@ def run(name, dataset_dir, args):
     example_rows = None
     if not registry.get(objective).host_draws:
       ctx = pipeline.host_context(bank_videos, sizes, queries_per_video=sizes.queries)
-      start = time.perf_counter()
-      stacked, example_rows = example_bank.make_examples(bank_videos, objective, ctx,
-                                                         indexes["train"])
-      made_s = time.perf_counter() - start
-      print(f"example bank {objective}: {example_rows.end} examples, "
-            f"{sum(v.nbytes for v in stacked.values()) / 1e6:.0f} MB, made in {made_s:.1f} s "
-            f"({example_rows.end / made_s:.0f} videos/s, once per run)")
+      for bank_workers in args.bank_workers:
+        start = time.perf_counter()
+        stacked, example_rows = example_bank.make_examples(
+            bank_videos, objective, ctx, indexes["train"], workers=bank_workers,
+            chunk=args.bank_chunk)
+        made_s = time.perf_counter() - start
+        print(f"example bank {objective}: {example_rows.end} examples, "
+              f"{sum(v.nbytes for v in stacked.values()) / 1e6:.0f} MB, made in {made_s:.1f} s "
+              f"with {bank_workers} worker processes ({example_rows.end / made_s:.0f} videos/s, "
+              "once per run)")
     runs = [(path, w) for path in ("host", "bank") for w in args.workers]
     if example_rows is not None:
       runs.append(("examples", 0))   # no worker: the host slices a permutation
@@ -172,6 +177,12 @@ def main():
   parser.add_argument("--accelerators_per_host", type=int, default=8)
   parser.add_argument("--mfu", type=float, default=0.45)
   parser.add_argument("--gflop_per_video", type=float, default=135.0)
+  parser.add_argument("--bank_workers", type=int, nargs="+", default=[0],
+                      help="worker processes making the example bank (each count timed)")
+  parser.add_argument("--bank_chunk", type=int, default=example_bank.CHUNK_RECORDS,
+                      help="records per task of a bank worker")
+  parser.add_argument("--train_videos", type=int, default=TV_LIKE.train_videos,
+                      help="videos of the synthetic training split")
   parser.add_argument("--step_videos_per_s", type=float, default=0.0,
                       help="videos/s of a measured step (benchmarks/train_step.py), 0: none")
   args = parser.parse_args()
@@ -186,7 +197,8 @@ def main():
       b = build.build("hero_tv/videos", tmp, manual_dir=args.release_dir)
       run("release format", b.data_dir, args)
     else:
-      b = build.build("hero_synthetic/videos", tmp, spec=TV_LIKE)
+      spec = dataclasses.replace(TV_LIKE, train_videos=args.train_videos)
+      b = build.build("hero_synthetic/videos", tmp, spec=spec)
       run("TV-like synthetic (4352-d features, 40-60 frames)", b.data_dir, args)
 
 

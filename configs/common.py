@@ -80,6 +80,10 @@ def base_config(model: str = "base") -> ml_collections.ConfigDict:
       # batches send only example indices (hero_jax.data.example_bank; needs
       # the frame bank): off | replicated | sharded.
       "example_bank": "off",
+      # Processes that make the example bank at start, CHUNK_RECORDS records per
+      # task (-1: one per core; 0: in the main process; a split under two
+      # chunks is always made in process).
+      "example_bank_workers": -1,
       # Every SyntheticSpec field: the embedded set, built on first use.
       "synthetic": dataclasses.asdict(synthetic.SyntheticSpec()),
   })

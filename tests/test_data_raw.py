@@ -261,3 +261,24 @@ def test_howto100m_on_apache_beam_equals_the_in_process_build(tmp_path):
   report = build.read_report(beam.data_dir)
   assert report["all_splits"]["skipped"] == {"non_finite_features": 1}
   assert report["train"]["videos"] == len(a)
+
+
+def test_a_split_larger_than_the_shufflers_memory_builds_without_tensorflow(tmp_path,
+                                                                          monkeypatch):
+  """TFDS spills a split over 1 GB to bucket files through tf.io.gfile; without
+  TensorFlow (as here) build.spill_without_tensorflow gives it epath's. With
+  the memory limit at 64 KB the synthetic set spills, and its records are the
+  in-memory build's, in the same order."""
+  from tensorflow_datasets.core import shuffle
+  from hero_jax.data import synthetic
+  spec = synthetic.SyntheticSpec(train_videos=24, val_videos=2, feature_dim=64)
+  in_memory = build.build("hero_synthetic/videos", str(tmp_path / "memory"), spec=spec).data_dir
+  monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 64 << 10)
+  spilled = build.build("hero_synthetic/videos", str(tmp_path / "spilled"), spec=spec).data_dir
+  for split in ("train", "val"):
+    a, b = (pipeline.VideoSource(d, split).source for d in (in_memory, spilled))
+    assert len(a) == len(b) > 0
+    for i in range(len(a)):
+      assert set(a[i]) == set(b[i])
+      for key in a[i]:
+        np.testing.assert_array_equal(a[i][key], b[i][key], err_msg=f"{split} {i} {key}")

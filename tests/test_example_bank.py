@@ -47,6 +47,26 @@ def test_bank_examples_are_the_host_paths(synthetic, objective):
     np.testing.assert_array_equal(gathered[key], host[key], err_msg=key)
 
 
+@pytest.mark.slow
+def test_worker_processes_make_the_same_bank(synthetic):
+  """The bank made in two spawned worker processes (chunks of 50 records)
+  equals the one made in process, skips included (host MLM with few
+  prediction slots: its draws are a function of the record, as every
+  objective's here)."""
+  videos = pipeline.VideoSource(synthetic, "train", max_clip_len=30, decode_frames=False)
+  _, indexes = frame_bank.load_rows({"tv": [pipeline.VideoSource(synthetic, "train",
+                                                                 max_clip_len=30)]}, 30)
+  sizes = layout.LayoutSizes(**{**SIZES.__dict__, "max_predictions": 12})
+  ctx = pipeline.host_context(videos, sizes, queries_per_video=sizes.queries)
+  alone, rows = example_bank.make_examples(videos, "mlm", ctx, indexes["tv"])
+  pooled, pooled_rows = example_bank.make_examples(videos, "mlm", ctx, indexes["tv"],
+                                                   workers=2, chunk=50)
+  assert rows.skipped and pooled_rows == rows
+  assert set(pooled) == set(alone)
+  for key in alone:
+    np.testing.assert_array_equal(pooled[key], alone[key], err_msg=key)
+
+
 def rows_of(n: int, skipped=None) -> example_bank.DatasetRows:
   import collections
   return example_bank.DatasetRows(10, 10 + n, collections.Counter(skipped or {}), {},
@@ -84,6 +104,9 @@ def test_bad_settings_are_named():
     example_bank.check_config("on", "sharded")
   with pytest.raises(ValueError, match="needs the frame bank"):
     example_bank.check_config("replicated", "off")
+  with pytest.raises(ValueError, match="example_bank_workers must be >= -1, got -2"):
+    example_bank.worker_count(-2)
+  assert example_bank.worker_count(-1) >= 1 and example_bank.worker_count(3) == 3
 
 
 def tiny_config(tmp_path, steps: int):

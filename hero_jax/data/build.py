@@ -35,6 +35,48 @@ def builder_class(name: str):
   return classes[0]
 
 
+class _EpathGfile:
+  """The three ``tf.io.gfile`` calls of TFDS's shuffler, on etils.epath."""
+
+  @staticmethod
+  def GFile(path, mode="r"):  # noqa: N802  (tf's name)
+    return epath.Path(path).open(mode)
+
+  @staticmethod
+  def exists(path) -> bool:
+    return epath.Path(path).exists()
+
+  @staticmethod
+  def remove(path) -> None:
+    epath.Path(path).unlink()
+
+
+class _TensorflowForShuffler:
+  """What ``tensorflow_datasets.core.shuffle`` reads of ``tf``."""
+  io = type("io", (), {"gfile": _EpathGfile})
+
+  class errors:  # noqa: N801
+    class ResourceExhaustedError(OSError):
+      """Raised by TensorFlow's files only; never by epath's."""
+      message = ""
+
+
+def spill_without_tensorflow() -> None:
+  """Lets a split of more than 1 GB be written without TensorFlow.
+
+  TFDS writes every split through its shuffler (ours with shuffling off,
+  for the generation order), which keeps records in memory up to 1 GB and
+  then spills them to bucket files through ``tf.io.gfile``: with no
+  TensorFlow installed that fails, e.g. on the TV set's 10 GB. The buckets
+  are plain files; without TensorFlow the shuffler gets epath's."""
+  try:
+    import tensorflow  # noqa: F401
+    return
+  except ImportError:
+    from tensorflow_datasets.core import shuffle
+    shuffle.tf = _TensorflowForShuffler
+
+
 def build(dataset: str, data_dir: str, *, manual_dir: Optional[str] = None,
           tokenizer: Optional[str] = None, beam_flags=(), **options):
   """Builds ``<name>/<config>`` into ``data_dir``; returns the builder.
@@ -63,6 +105,7 @@ def build(dataset: str, data_dir: str, *, manual_dir: Optional[str] = None,
     import apache_beam as beam
     download_config.beam_options = beam.options.pipeline_options.PipelineOptions(
         flags=list(beam_flags))
+  spill_without_tensorflow()
   builder.download_and_prepare(download_config=download_config)
   if getattr(builder, "beam", False):
     finish_beam_build(builder)

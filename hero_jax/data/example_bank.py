@@ -28,8 +28,11 @@ once, when the bank is made (the host-fed path counts them every epoch).
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import logging
+import multiprocessing
+import os
 import time
 import zlib
 from typing import Optional
@@ -57,11 +60,52 @@ class DatasetRows:
   padding: dict
 
 
-def make_examples(videos, objective: str, ctx, frame_index) -> tuple:
+# Records per task of a worker process; a split of fewer is made in process.
+CHUNK_RECORDS = 1024
+_worker_job: tuple = ()   # (transform, source) in a worker process
+
+
+def _start_worker(transform, source, worker_count: int) -> None:
+  from hero_jax.data import pipeline
+  global _worker_job
+  pipeline.worker_init(0, worker_count)   # signals and orphan watchdog as grain's workers
+  _worker_job = (transform, source)
+
+
+def _transform_range(start: int, stop: int) -> list:
+  transform, source = _worker_job
+  return [transform(i, (i, source[i])) for i in range(start, stop)]
+
+
+def transformed(transform, source, workers: int = 0, chunk: int = CHUNK_RECORDS):
+  """``transform`` over every record of ``source``, in record order; in
+  ``workers`` spawned processes, ``chunk`` records per task, when the split
+  has more than one chunk (the result is the same)."""
+  ranges = [(s, min(s + chunk, len(source))) for s in range(0, len(source), chunk)]
+  if workers <= 0 or len(ranges) < 2:
+    yield from (transform(i, (i, source[i])) for i in range(len(source)))
+    return
+  count = min(workers, len(ranges))
+  with concurrent.futures.ProcessPoolExecutor(
+      count, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+      initargs=(transform, source, count)) as pool:
+    for outs in pool.map(_transform_range, *zip(*ranges)):
+      yield from outs
+
+
+def worker_count(setting: int) -> int:
+  """``config.data.example_bank_workers``: -1 = one process per core."""
+  if setting < -1:
+    raise ValueError(f"config.data.example_bank_workers must be >= -1, got {setting}")
+  return (os.cpu_count() or 1) if setting == -1 else setting
+
+
+def make_examples(videos, objective: str, ctx, frame_index, workers: int = 0,
+                  chunk: int = CHUNK_RECORDS) -> tuple:
   """(stacked examples {field: [n, ...]}, DatasetRows with start 0) of every
   record of ``videos`` (a ``pipeline.VideoSource``, or a ``QueryJoin``)
   through the objective's host transform, with frames as rows of the frame
-  bank's ``frame_index``."""
+  bank's ``frame_index``; in ``workers`` processes (``transformed``)."""
   from hero_jax.data import pipeline
   spec = registry.get(objective)
   if videos.kind != spec.records:
@@ -72,8 +116,7 @@ def make_examples(videos, objective: str, ctx, frame_index) -> tuple:
                                        shard_len=len(source), max_clip_len=videos.max_clip_len,
                                        kind=spec.records, frame_index=frame_index)
   examples, skipped, skipped_ids, stats = [], collections.Counter(), {}, collections.Counter()
-  for i in range(len(source)):
-    out = transform(i, (i, source[i]))
+  for out in transformed(transform, source, workers, chunk):
     if "skip" in out:
       skipped[out["skip"]] += 1
       ids = skipped_ids.setdefault(out["skip"], [])
@@ -120,13 +163,14 @@ def gather(batch: dict, bank: dict) -> dict:
 
 
 def load(objective: str, videos_by_dataset: dict, contexts: dict, frame_indexes: dict, mesh,
-         mode: str) -> tuple:
+         mode: str, workers: int = 0) -> tuple:
   """(device bank, {dataset: DatasetRows}) of ``objective`` over
   ``{dataset: videos}`` (``make_examples`` with that dataset's host context
-  and frame index); logs its size, what was skipped and the load time."""
+  and frame index, in ``workers`` processes); logs its size, what was
+  skipped and the load time."""
   check_objective(objective)
   start_time = time.time()
-  parts = {key: make_examples(videos, objective, contexts[key], frame_indexes[key])
+  parts = {key: make_examples(videos, objective, contexts[key], frame_indexes[key], workers)
            for key, videos in videos_by_dataset.items()}
   host_bank, rows = concatenate(parts)
   bank = place(host_bank, mesh, mode)

@@ -155,7 +155,8 @@ class Trainer:
       banks[objective], rows[objective] = example_bank.load(
           objective, {d: self.train_videos[d] for d in datasets_of},
           {d: self._context(self.train_videos[d]) for d in datasets_of},
-          {d: self.frame_index[d] for d in datasets_of}, self.mesh, c.data.example_bank)
+          {d: self.frame_index[d] for d in datasets_of}, self.mesh, c.data.example_bank,
+          workers=example_bank.worker_count(c.data.example_bank_workers))
     return banks, rows
 
   def _pipeline(self, task, videos=None, **options):
