@@ -27,7 +27,9 @@ only for the real slots it keeps (``padding_flops``); the heads and
 embeddings are counted as executed. MFU = FLOP/s over the device's
 peak: ``--peak_tflops``, else a known peak for the device kind (bf16 dense),
 else on CPU a numpy float32 matmul measured now. Peak memory: the device's
-``peak_bytes_in_use`` where it reports one, else the process's peak RSS.
+``peak_bytes_in_use`` where it reports one, else the process's peak RSS; per
+objective, ``temp GiB`` is XLA's temporaries of the compiled step
+(``memory_analysis()``: what the step needs beside its state and batch).
 """
 
 from __future__ import annotations
@@ -238,7 +240,7 @@ def bench(name: str, cfg, args, peak_gflops: float) -> None:
         f"{'packed rows of ' + str(args.pack) if args.pack else 'unpacked'}; sizes {sizes}")
   print(f"{'objective':9s} {'compile s':>9s} {'step s':>8s} {'videos/s':>9s} "
         f"{'executed GFLOP':>14s} {'useful GFLOP':>12s} {'useful/exec':>11s} {'GFLOP/s':>8s} "
-        f"{'MFU':>6s} {'useful MFU':>10s}")
+        f"{'MFU':>6s} {'useful MFU':>10s} {'temp GiB':>8s}")
   results = {}
   for objective in args.objectives:
     heads = registry.get(objective).heads or cfg.heads
@@ -260,6 +262,10 @@ def bench(name: str, cfg, args, peak_gflops: float) -> None:
     # the FLOP columns would be wrong, so they are not given.
     executed = float("nan") if cfg.scan_layers else float(cost.get("flops", float("nan"))) / 1e9
     useful = executed - padding_flops(batch, cfg) / 1e9
+    # XLA's temporaries of the step (activations kept for the backward pass,
+    # gradients, scratch): the memory the step adds to the state and batch.
+    memory = compiled.memory_analysis()
+    temp_gib = getattr(memory, "temp_size_in_bytes", float("nan")) / 2 ** 30
     state, out = run(state, arrays, key)  # warm-up (the jit cache reuses the compilation)
     jax.block_until_ready(out)
     times = []
@@ -273,7 +279,8 @@ def bench(name: str, cfg, args, peak_gflops: float) -> None:
     results[objective] = step_s
     print(f"{objective:9s} {compile_s:9.1f} {step_s:8.3f} {args.batch / step_s:9.2f} "
           f"{executed:14.1f} {useful:12.1f} {useful / executed:11.3f} {executed / step_s:8.1f} "
-          f"{executed / step_s / peak_gflops:6.1%} {useful / step_s / peak_gflops:10.1%}")
+          f"{executed / step_s / peak_gflops:6.1%} {useful / step_s / peak_gflops:10.1%} "
+          f"{temp_gib:8.2f}")
   if set(MIX) <= set(results):
     mix_s = sum(w * results[o] for o, w in MIX.items()) / sum(MIX.values())
     print(f"{'mix':9s} {'':9s} {mix_s:8.3f} {args.batch / mix_s:9.2f}   "
