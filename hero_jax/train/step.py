@@ -129,7 +129,7 @@ def make_train_step(model: Hero, objective, settings, tx, mesh, rules, shardings
     # fuses the parameter update with a recomputation of the new moments from
     # the old ones, and since the moments are updated in place it keeps a copy
     # of every old moment (and of the clipped gradients) alive: 0.6 GB more
-    # temporaries on the base model (benchmarks/train_step.py's peak memory).
+    # temporaries on the base model (benchmarks/train_step.py's temp GiB).
     new_params, opt_state = jax.lax.cond(finite, apply, lambda p, o: (p, o), state.params,
                                          state.opt_state)
     if offloaded:
