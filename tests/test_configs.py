@@ -50,7 +50,8 @@ def test_the_tv_recipe_is_the_original():
 
 def test_device_draws_move_each_ratio_to_the_twin():
   """objective_draws='device': the mix trains the device-drawn twins with the
-  host forms' ratios and the twins' own settings."""
+  host forms' ratios and shared settings; the twins keep the settings only
+  they have."""
   c = load("pretrain_tiny.py")
   c.objective_draws = "device"
   c.objectives.mffr.ratio = 0.5
