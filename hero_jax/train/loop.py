@@ -74,8 +74,9 @@ class Trainer:
     # What to train: the model, the (dataset, objective) tasks, the optimizer.
     self.cfg = tasks.hero_config(config)
     self.model = Hero(self.cfg)
-    self.settings = {name: s for name, (_, s) in tasks.objective_settings(config).items()}
-    self.tasks = tasks.tasks(config)
+    ratios_and_settings = tasks.objective_settings(config)
+    self.settings = {name: s for name, (_, s) in ratios_and_settings.items()}
+    self.tasks = tasks.tasks(config, ratios_and_settings)
     tasks.check_heads(self.tasks, self.cfg)
     self.sizes = tasks.layout_sizes(config)
     tasks.check_settings_fit_layout(self.settings, self.sizes)

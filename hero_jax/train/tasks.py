@@ -204,8 +204,11 @@ class Task:
   weight: float
 
 
-def tasks(c) -> list:
-  ratios = {name: r for name, (r, _) in objective_settings(c).items()}
+def tasks(c, settings: dict | None = None) -> list:
+  """(dataset, objective) tasks with their weights; ``settings``: the result
+  of ``objective_settings(c)`` when the caller already has it."""
+  settings = objective_settings(c) if settings is None else settings
+  ratios = {name: r for name, (r, _) in settings.items()}
   out = []
   for key, ds in c.data.datasets.items():
     for name, r in ratios.items():
