@@ -7,7 +7,9 @@ row to the batch's longest, as the original does. This script runs that same
 driver with one change on the hero_jax side only: the layout packs each
 video's subtitle rows into rows of ``--pack_width`` slots (``packed_rows`` =
 the fewest that hold the batch's most crowded video, ``packing.rows_needed``),
-as a config does with ``layout.packed_rows`` / ``layout.packed_width``. The
+as a config does with ``layout.packed_rows`` / ``layout.packed_width``; with
+``--pack_videos g`` the rows of g consecutive videos share their packed rows
+(``layout.pack_videos``; ``packed_rows`` then holds the most crowded group). The
 videos, the original side, the model, the optimizer and the timing are
 bench_paired's own; the losses are the unpacked ones (tests/test_packing.py).
 
@@ -16,9 +18,9 @@ bench_paired's own; the losses are the unpacked ones (tests/test_packing.py).
       --jax-python "$(which python)" --batch 8 --steps 3 --warmup 1 --rounds 1 \\
       --tasks mlm,mfm-nce,fom,vsm --out paired_packed.json
 
-Every argument after ``--bench`` and ``--pack_width`` goes to bench_paired.
-Its workers run this file again (it stands in for bench_paired's own path),
-and read the two settings from the environment.
+Every argument but ``--bench``, ``--pack_width`` and ``--pack_videos`` goes to
+bench_paired. Its workers run this file again (it stands in for
+bench_paired's own path), and read the three settings from the environment.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import importlib.util
 import os
 import sys
 
-BENCH_ENV, WIDTH_ENV = "HERO_PAIRED_BENCH", "HERO_PAIRED_PACK_WIDTH"
+BENCH_ENV, WIDTH_ENV, GROUP_ENV = ("HERO_PAIRED_BENCH", "HERO_PAIRED_PACK_WIDTH",
+                                   "HERO_PAIRED_PACK_VIDEOS")
 
 
 def load_bench(path: str):
@@ -42,8 +45,9 @@ def load_bench(path: str):
   return module
 
 
-def packed_sizes(bench, width: int):
-  """bench_paired's ``choose_sizes``, then packed rows of ``width`` slots."""
+def packed_sizes(bench, width: int, group: int = 1):
+  """bench_paired's ``choose_sizes``, then packed rows of ``width`` slots
+  shared by pack groups of ``group`` videos."""
   unpacked = bench.choose_sizes
 
   def choose_sizes(examples, ids, seed):
@@ -52,25 +56,41 @@ def packed_sizes(bench, width: int):
     sizes = unpacked(examples, ids, seed)
     ctx = host.HostContext(sizes=sizes, ids=ids, max_txt_len=bench.MAX_TXT_LEN)
     rows = layout.stack_examples([host.repr_example(ex, ctx) for ex in examples])
-    needed = max(packing.rows_needed(f, t, width)
-                 for f, t in zip(rows["row_frame_mask"], rows["row_txt_mask"]))
-    return dataclasses.replace(sizes, packed_rows=needed, packed_width=width)
+    needed = packing.batch_rows_needed(rows["row_frame_mask"], rows["row_txt_mask"], width,
+                                       group)
+    sizes = dataclasses.replace(sizes, packed_rows=needed, packed_width=width, pack_videos=group)
+    if group > 1:
+      pack_when_stacking(sizes)
+    return sizes
   return choose_sizes
+
+
+def pack_when_stacking(sizes) -> None:
+  """Pack groups of several videos are packed per batch, not per example (as
+  hero_jax's pipelines do): bench_paired stacks its examples with
+  ``layout.stack_examples``, so from here on that packs the stacked batch."""
+  from hero_jax import layout, packing
+  stack = layout.stack_examples
+  layout.stack_examples = lambda examples: packing.pack_stacked(stack(examples), sizes)
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(add_help=False)
   parser.add_argument("--bench", default=os.environ.get(BENCH_ENV))
   parser.add_argument("--pack_width", type=int, default=int(os.environ.get(WIDTH_ENV, "96")))
+  parser.add_argument("--pack_videos", type=int, default=int(os.environ.get(GROUP_ENV, "1")))
   ours, rest = parser.parse_known_args()
   if not ours.bench:
     sys.exit("--bench: the path of bench_paired.py is needed")
   if ours.pack_width < 1:
     sys.exit(f"--pack_width must be positive, got {ours.pack_width}")
+  if ours.pack_videos < 1:
+    sys.exit(f"--pack_videos must be positive, got {ours.pack_videos}")
   os.environ[BENCH_ENV], os.environ[WIDTH_ENV] = os.path.abspath(ours.bench), str(ours.pack_width)
+  os.environ[GROUP_ENV] = str(ours.pack_videos)
   bench = load_bench(ours.bench)
   bench.__file__ = os.path.abspath(__file__)   # its workers start this script
-  bench.choose_sizes = packed_sizes(bench, ours.pack_width)
+  bench.choose_sizes = packed_sizes(bench, ours.pack_width, ours.pack_videos)
   sys.argv = [sys.argv[0]] + rest
   bench.main()
 

@@ -101,7 +101,8 @@ def make_videos(rows: str, count: int, dim: int, vocab_hi: int) -> list:
   return [make(rng, f"bench{v}", dim, vocab_hi) for v in range(count)]
 
 
-def fitted_sizes(videos, pack_width: int, queries: int = 5) -> layout.LayoutSizes:
+def fitted_sizes(videos, pack_width: int, queries: int = 5,
+                 pack_videos: int = 1) -> layout.LayoutSizes:
   """Sizes a user would choose for these videos (the batch's largest of each)."""
   longest = max(min(len(t), MAX_TXT_LEN) for v in videos for t in v.sub_ids)
   sizes = layout.LayoutSizes(
@@ -113,9 +114,17 @@ def fitted_sizes(videos, pack_width: int, queries: int = 5) -> layout.LayoutSize
     return sizes
   ctx = host.HostContext(sizes=sizes, queries_per_video=queries)
   repr_rows = layout.stack_examples([host.repr_example(v, ctx) for v in videos])
-  rows = max(packing.rows_needed(f, t, pack_width)
-             for f, t in zip(repr_rows["row_frame_mask"], repr_rows["row_txt_mask"]))
-  return dataclasses.replace(sizes, packed_rows=rows, packed_width=pack_width)
+  rows = packing.batch_rows_needed(repr_rows["row_frame_mask"], repr_rows["row_txt_mask"],
+                                   pack_width, pack_videos)
+  return dataclasses.replace(sizes, packed_rows=rows, packed_width=pack_width,
+                             pack_videos=pack_videos)
+
+
+def packing_words(args) -> str:
+  if not args.pack:
+    return "unpacked"
+  group = f", in groups of {args.pack_videos} videos" if args.pack_videos > 1 else ""
+  return f"packed rows of {args.pack}{group}"
 
 
 def make_batch(objective: str, videos, ctx) -> dict:
@@ -140,7 +149,8 @@ def make_batch(objective: str, videos, ctx) -> dict:
         question_ids=v.sub_ids[0][:QA_Q], answer_ids=[v.sub_ids[k][:QA_A] for k in range(ANSWERS)],
         answer_idx=1, ts=(3.0, 9.0))) for v in videos]
   examples = [registry.get(objective).make_example(x, rng, ctx) for x in items]
-  return {k: v[None] for k, v in layout.stack_examples(examples).items()}
+  batch = packing.pack_stacked(layout.stack_examples(examples), ctx.sizes)
+  return {k: v[None] for k, v in batch.items()}
 
 
 def layer_flops(queries: float, keys_each: float, hidden: int) -> float:
@@ -194,15 +204,16 @@ def padding_flops(batch: dict, cfg) -> float:
   real = lengths[lengths > 0]
   if "pack_seg" in b:
     rows, width = int(np.prod(b["pack_seg"].shape[:-1])), b["pack_seg"].shape[-1]
+    groups = b["pack_seg"].shape[0]   # a kept slot attends over its pack group's packed rows
   else:
     rows, width = lengths.size, txt.shape[-1] + frames.shape[-1]
   h, prune = cfg.hidden_size, cfg.prune_last_layer
-  keys_each_video = rows * width / groups
+  keys_each_group = rows * width / groups
   kept_real, kept_executed = kept_slots(b, frames, txt)
   # A kept real slot sees its own row: about the mean real row length.
   useful_cross = stack_flops([(n, n) for n in real], [(kept_real, real.mean())],
                              cfg.cross_layers, h, prune)
-  executed_cross = stack_flops([(rows * width, width)], [(kept_executed, keys_each_video)],
+  executed_cross = stack_flops([(rows * width, width)], [(kept_executed, keys_each_group)],
                                cfg.cross_layers, h, prune)
   clip = b["frame_mask"].sum(-1)
   f = b["frame_mask"].shape[-1]
@@ -221,7 +232,7 @@ def peak_memory_gib() -> tuple:
 def bench(name: str, cfg, args, peak_gflops: float) -> None:
   ids = host.SpecialIds(mask=min(cfg.vocab_size - 1, 50264), v_range=(4, min(cfg.vocab_size, 50261)))
   videos = make_videos(args.rows, args.batch, cfg.frame_feat_dim, ids.v_range[1])
-  sizes = fitted_sizes(videos, args.pack)
+  sizes = fitted_sizes(videos, args.pack, pack_videos=args.pack_videos)
   ctx = host.HostContext(sizes=sizes, ids=ids, queries_per_video=5)
   mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
   rules = sharding.DEFAULT_RULES
@@ -237,7 +248,7 @@ def bench(name: str, cfg, args, peak_gflops: float) -> None:
         f"{args.batch} videos per step, {args.rows} rows, compute {cfg.dtype}, "
         f"scan_layers {cfg.scan_layers}, remat {cfg.remat_cross}, "
         f"prune_last_layer {cfg.prune_last_layer}, "
-        f"{'packed rows of ' + str(args.pack) if args.pack else 'unpacked'}; sizes {sizes}")
+        f"{packing_words(args)}; sizes {sizes}")
   print(f"{'objective':9s} {'compile s':>9s} {'step s':>8s} {'videos/s':>9s} "
         f"{'executed GFLOP':>14s} {'useful GFLOP':>12s} {'useful/exec':>11s} {'GFLOP/s':>8s} "
         f"{'MFU':>6s} {'useful MFU':>10s} {'temp GiB':>8s}")
@@ -296,12 +307,13 @@ def ab_prune(name: str, cfg, args) -> None:
   speed-up."""
   ids = host.SpecialIds(mask=min(cfg.vocab_size - 1, 50264), v_range=(4, min(cfg.vocab_size, 50261)))
   videos = make_videos(args.rows, args.batch, cfg.frame_feat_dim, ids.v_range[1])
-  ctx = host.HostContext(sizes=fitted_sizes(videos, args.pack), ids=ids, queries_per_video=5)
+  ctx = host.HostContext(sizes=fitted_sizes(videos, args.pack, pack_videos=args.pack_videos),
+                         ids=ids, queries_per_video=5)
   mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
   rules = sharding.DEFAULT_RULES
   tx, _ = optimizer.hero_adamw(3e-5, 10, 1000)
   print(f"\n{name}: prune_last_layer on vs off, {args.batch} videos per step, {args.rows} rows, "
-        f"{'packed rows of ' + str(args.pack) if args.pack else 'unpacked'}, {args.steps} "
+        f"{packing_words(args)}, {args.steps} "
         f"alternating steps each")
   print(f"{'objective':9s} {'on: step s':>10s} {'off: step s':>11s} {'off / on':>8s}")
   results = {}
@@ -345,6 +357,8 @@ def main():
   parser.add_argument("--rows", default="tv", choices=["tv", "uniform"])
   parser.add_argument("--pack", type=int, default=0,
                       help="packed row width (0: one row per subtitle, as the original)")
+  parser.add_argument("--pack_videos", type=int, default=1,
+                      help="layout.pack_videos: videos whose rows share packed rows (with --pack)")
   parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--scan", action="store_true", help="model.scan_layers: scan over layers")

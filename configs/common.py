@@ -91,9 +91,10 @@ def base_config(model: str = "base") -> ml_collections.ConfigDict:
       "max_frames": 100, "max_rows": 32, "max_row_frames": 16, "max_row_tokens": 61,
       "queries": 5, "max_query_tokens": 61, "max_predictions": 160,
       "answers": 5, "max_qa_tokens": 122,
-      # Packed cross-modal rows per video and their width (0, 0: one row per
-      # subtitle, as the original); see "Packed rows" in the README.
-      "packed_rows": 0, "packed_width": 0})
+      # Packed cross-modal rows per pack group of pack_videos videos and their
+      # width (0, 0: one row per subtitle, as the original); see "Packed rows"
+      # in the README.
+      "packed_rows": 0, "packed_width": 0, "pack_videos": 1})
   c.host = ml_collections.ConfigDict({"max_txt_len": 60, "mask_prob": 0.15})
   # Objectives: key = registry name with '-' written '_'; 'ratio' is the
   # sampling weight (0: not trained), every other key is the objective's setting.

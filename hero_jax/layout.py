@@ -18,8 +18,9 @@ Lq    ``max_query_tokens``  query text slots, the leading [CLS] included
 K     ``max_predictions``   MLM prediction slots per video
 A     ``answers``         candidate answers per question (5 TVQA, 4 How2QA)
 Lqa   ``max_qa_tokens``   ``[SEP] q [SEP] a`` slots of one answer
-P     ``packed_rows``     packed cross-modal rows per video (0: no packing)
+P     ``packed_rows``     packed cross-modal rows per pack group (0: no packing)
 W     ``packed_width``    slots per packed row (at least M + T)
+g     ``pack_videos``     videos per pack group (1: each video packs alone)
 ====  ==================  ===================================================
 
 Fields common to every objective (``VIDEO_FIELDS``):
@@ -69,15 +70,21 @@ Objective-specific fields:
   ``qa_mask`` int32 [V, A, Lqa], ``qa_target`` int32 [V] (answer index, -1
   unknown), ``qa_st_ed`` int32 [V, 2] (start / inclusive end frame, -1 none).
 * Packing (only when ``packed_rows`` > 0; see ``hero_jax.packing``): the
-  cross-modal transformer then runs on P rows of W slots per video instead of
-  R rows of M + T, each holding several subtitle rows back to back, every one
-  attending only to itself. ``pack_src`` int32 [V, P, W] (flat index
-  ``r * (M + T) + slot`` of the row slot placed there, 0 when empty),
-  ``pack_seg`` int32 [V, P, W] (r + 1 of that row, 0 when empty),
-  ``unpack_src`` int32 [V, R, M + T] (flat index ``p * W + w`` where each real
-  row slot went, 0 for padding). The row fields above stay as they are: the
-  model embeds the rows, packs, encodes and unpacks, so every output (and
-  every loss) is the unpacked one.
+  cross-modal transformer then runs on P rows of W slots per pack group (g
+  consecutive videos of the batch; g = ``pack_videos``, 1 by default) instead
+  of R rows of M + T per video, each packed row holding several subtitle rows
+  back to back, every one attending only to itself. Within a group, row r of
+  its i-th video is the group's row i * R + r. ``pack_src`` int32
+  [V / g, P, W] (flat index ``(i * R + r) * (M + T) + slot`` of the row slot
+  placed there, 0 when empty), ``pack_seg`` int32 [V / g, P, W] (i * R + r + 1
+  of that row, 0 when empty), ``unpack_src`` int32 [V, R, M + T] (flat index
+  ``p * W + w`` into the group's packed slots where each real row slot went, 0
+  for padding). With g = 1 these are per video. The row fields above stay as
+  they are: the model embeds the rows, packs, encodes and unpacks, so every
+  output (and every loss) is the unpacked one. Groups of g > 1 are packed per
+  batch (``pipeline.BatchIterator``, ``example_bank.IndexIterator``), not per
+  example; a group never spans two devices (the trainer checks that g divides
+  each device's videos).
 * VSM / TVR: ``query_ids`` int32 [V, Q, Lq] (``[CLS]`` + ids, PAD padded),
   ``query_mask`` int32 [V, Q, Lq], ``query_st_ed`` int32 [V, Q, 2] (start and
   inclusive end frame, -1 for none). The query subtitles' row text is just
@@ -117,6 +124,7 @@ class LayoutSizes:
   max_qa_tokens: int = 122
   packed_rows: int = 0
   packed_width: int = 0
+  pack_videos: int = 1
 
   def __post_init__(self):
     for field in dataclasses.fields(self):
@@ -128,6 +136,9 @@ class LayoutSizes:
     if (self.packed_rows > 0) != (self.packed_width > 0):
       raise ValueError("LayoutSizes.packed_rows and packed_width are set together (both 0: no "
                        f"packing), got {self.packed_rows} and {self.packed_width}")
+    if self.pack_videos > 1 and not self.packed:
+      raise ValueError(f"LayoutSizes.pack_videos={self.pack_videos} groups packed rows: it needs "
+                       "packed_rows and packed_width")
     row = self.max_row_frames + self.max_row_tokens
     if self.packed and self.packed_width < row:
       raise ValueError(f"LayoutSizes.packed_width ({self.packed_width}) must hold one whole row: "
@@ -136,6 +147,11 @@ class LayoutSizes:
   @property
   def packed(self) -> bool:
     return self.packed_rows > 0
+
+  @property
+  def packs_examples(self) -> bool:
+    """Each example packs its own rows (groups of one); else batches are packed."""
+    return self.packed and self.pack_videos == 1
 
 
 def field_shapes(sizes: LayoutSizes, frame_dim: int, fields) -> dict:

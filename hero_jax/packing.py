@@ -50,15 +50,20 @@ def assign_rows(lengths, packed_rows: int, packed_width: int) -> list:
   return placed
 
 
-def pack_fields(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray,
-                sizes: layout.LayoutSizes) -> dict:
-  """The ``layout.PACK_FIELDS`` of one video (no V axis) from its row masks."""
-  m = row_frame_mask.shape[-1]
+def pack_group(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray,
+               sizes: layout.LayoutSizes) -> dict:
+  """The ``layout.PACK_FIELDS`` of a pack group: g videos (masks [g, R, M] and
+  [g, R, T]) whose rows share the group's ``packed_rows`` rows. Returns
+  ``pack_src`` / ``pack_seg`` [P, W] and ``unpack_src`` [g, R, M + T]; the
+  indices run over the group's videos one after another (video i's row r is
+  the group's row i * R + r)."""
+  g, r_max, m = row_frame_mask.shape
   width = m + row_txt_mask.shape[-1]
-  frames_n, text_n = row_frame_mask.sum(-1), row_txt_mask.sum(-1)
+  frames_n = row_frame_mask.sum(-1).reshape(-1)
+  text_n = row_txt_mask.sum(-1).reshape(-1)
   pack_src = np.zeros((sizes.packed_rows, sizes.packed_width), np.int32)
   pack_seg = np.zeros((sizes.packed_rows, sizes.packed_width), np.int32)
-  unpack_src = np.zeros(row_txt_mask.shape[:-1] + (width,), np.int32)
+  unpack_src = np.zeros((g * r_max, width), np.int32)
   for r, p, offset in assign_rows(frames_n + text_n, sizes.packed_rows, sizes.packed_width):
     # The row's real slots in the unpacked [M frames ; T text] layout.
     slots = np.concatenate([np.arange(frames_n[r]), m + np.arange(text_n[r])])
@@ -66,12 +71,80 @@ def pack_fields(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray,
     pack_src[p, at] = r * width + slots
     pack_seg[p, at] = r + 1
     unpack_src[r, slots] = p * sizes.packed_width + at
-  return {"pack_src": pack_src, "pack_seg": pack_seg, "unpack_src": unpack_src}
+  return {"pack_src": pack_src, "pack_seg": pack_seg,
+          "unpack_src": unpack_src.reshape(g, r_max, width)}
+
+
+def pack_fields(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray,
+                sizes: layout.LayoutSizes) -> dict:
+  """The ``layout.PACK_FIELDS`` of one video (no V axis) from its row masks."""
+  out = pack_group(row_frame_mask[None], row_txt_mask[None], sizes)
+  out["unpack_src"] = out["unpack_src"][0]
+  return out
+
+
+def pack_batch(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray,
+               sizes: layout.LayoutSizes, vids=None) -> dict:
+  """The ``layout.PACK_FIELDS`` of a batch (masks [V, R, M] / [V, R, T]) in
+  pack groups of ``sizes.pack_videos`` consecutive videos: ``pack_src`` /
+  ``pack_seg`` [V / g, P, W], ``unpack_src`` [V, R, M + T]. ``RowsDoNotFit``
+  names the group's videos (``vids``, else their batch positions)."""
+  v, g = row_frame_mask.shape[0], sizes.pack_videos
+  if v % g:
+    raise ValueError(f"a batch of {v} videos does not split into pack groups of "
+                     f"layout.pack_videos={g}")
+  groups = []
+  for start in range(0, v, g):
+    try:
+      groups.append(pack_group(row_frame_mask[start:start + g], row_txt_mask[start:start + g],
+                               sizes))
+    except RowsDoNotFit as e:
+      names = list(vids[start:start + g]) if vids is not None else list(range(start, start + g))
+      raise RowsDoNotFit(f"pack group of videos {names}: {e}; raise packed_rows (or "
+                         "packed_width) in the layout sizes") from None
+  return {"pack_src": np.stack([x["pack_src"] for x in groups]),
+          "pack_seg": np.stack([x["pack_seg"] for x in groups]),
+          "unpack_src": np.concatenate([x["unpack_src"] for x in groups])}
+
+
+def pack_stacked(batch: dict, sizes: layout.LayoutSizes, vids=None) -> dict:
+  """A stacked batch with its pack groups' ``layout.PACK_FIELDS`` when the
+  sizes pack groups of several videos (``pack_videos`` > 1); else as it is
+  (unpacked, or each example packed its own rows). Video QA rows are one copy
+  per answer and are never packed."""
+  if not sizes.packed or sizes.packs_examples or "qa_row_ids" in batch:
+    return batch
+  return {**batch, **pack_batch(batch["row_frame_mask"], batch["row_txt_mask"], sizes, vids)}
+
+
+def row_counts(batch: dict) -> np.ndarray:
+  """int16 [V, R, 2]: the real frame and text slots of every row (what
+  ``pack_counts`` needs to pack them again)."""
+  return np.stack([batch["row_frame_mask"].sum(-1), batch["row_txt_mask"].sum(-1)],
+                  axis=-1).astype(np.int16)
+
+
+def pack_counts(counts: np.ndarray, sizes: layout.LayoutSizes, vids=None) -> dict:
+  """``pack_batch`` of rows given by ``row_counts`` (the host transforms'
+  masks are left-aligned, so the counts are the masks)."""
+  frames = (np.arange(sizes.max_row_frames) < counts[..., 0, None]).astype(np.int32)
+  text = (np.arange(sizes.max_row_tokens) < counts[..., 1, None]).astype(np.int32)
+  return pack_batch(frames, text, sizes, vids)
 
 
 def rows_needed(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray, packed_width: int) -> int:
   """Packed rows of ``packed_width`` one video needs (to choose ``packed_rows``)."""
   return rows_for(row_lengths(row_frame_mask, row_txt_mask), packed_width)
+
+
+def batch_rows_needed(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray, packed_width: int,
+                      pack_videos: int = 1) -> int:
+  """``packed_rows`` a batch (masks [V, R, M] / [V, R, T]) needs: the most
+  packed rows of ``packed_width`` any pack group of ``pack_videos``
+  consecutive videos needs."""
+  lengths = row_lengths(row_frame_mask, row_txt_mask)
+  return max(rows_for(lengths[v:v + pack_videos].reshape(-1), packed_width)
+             for v in range(0, len(lengths), pack_videos))
 
 
 def rows_for(lengths, packed_width: int) -> int:

@@ -1,6 +1,7 @@
 """The MFM mask and the FOM reordering drawn in the step follow HERO's rules and build the
 host path's fields."""
 
+import dataclasses
 import jax
 import numpy as np
 import pytest
@@ -158,21 +159,29 @@ def test_the_device_vsm_draw_builds_the_host_fields():
 
 
 @pytest.mark.slow
-def test_the_device_vsm_draw_gives_the_host_paths_losses_on_packed_rows():
+@pytest.mark.parametrize("group", [1, 4])
+def test_the_device_vsm_draw_gives_the_host_paths_losses_on_packed_rows(group):
   """Text taken out of packed rows (their slots leave the segment) gives the
-  losses of the host path's shorter rows, packed anew."""
+  losses of the host path's shorter rows, packed anew; also with the rows of
+  ``group`` videos packed together (``layout.pack_videos``)."""
+  from hero_jax import packing
   from hero_jax.model.config import tiny_config
   from hero_jax.model.hero import Hero
   from hero_jax.model.params import init_params
   cfg = tiny_config(frame_feat_dim=16, cross_layers=1, heads="pretraining")
   videos = vsm_videos(8, seed=3)
-  batch = layout.stack_examples([vsm_device.make_vsm_rows_example(v, None, VSM_CTX)
-                                 for v in videos])
+  ctx = VSM_CTX
+  if group > 1:
+    ctx = dataclasses.replace(VSM_CTX, sizes=dataclasses.replace(
+        VSM_SIZES, packed_rows=3 * group, pack_videos=group))
+  batch = packing.pack_stacked(layout.stack_examples(
+      [vsm_device.make_vsm_rows_example(v, None, ctx) for v in videos]), ctx.sizes)
+  assert batch["pack_src"].shape[0] == len(videos) // group
   drawn = jax.device_get(vsm_device.draw(batch, jax.random.key(7), 3))
-  host_batch = layout.stack_examples([vsm.build_vsm_example(
+  host_batch = packing.pack_stacked(layout.stack_examples([vsm.build_vsm_example(
       video, vsm.VsmChoices(sampled=np.unique(np.asarray(vsm_device.draw_subtitles(
-          batch["vsm_matched"], jax.random.key(7), 3))[v])), VSM_CTX)
-      for v, video in enumerate(videos)])
+          batch["vsm_matched"], jax.random.key(7), 3))[v])), ctx)
+      for v, video in enumerate(videos)]), ctx.sizes)
   assert not np.array_equal(drawn["pack_src"], host_batch["pack_src"]) or not np.array_equal(
       drawn["pack_seg"], host_batch["pack_seg"])   # really packed differently
   settings = vsm.VsmSettings(drop_svmr_prob=0.0)

@@ -21,26 +21,34 @@ def synthetic(tmp_path_factory):
   return build.build("hero_synthetic/videos", str(tmp_path_factory.mktemp("tfds"))).data_dir
 
 
-@pytest.mark.parametrize("objective", ["mlm-device", "mfm-nce-device", "fom-device", "vsm-device"])
-def test_bank_examples_are_the_host_paths(synthetic, objective):
+@pytest.mark.parametrize("objective,group", [
+    ("mlm-device", 1), ("mfm-nce-device", 1), ("fom-device", 1), ("vsm-device", 1),
+    ("mlm-device", 2), ("vsm-device", 2)])
+def test_bank_examples_are_the_host_paths(synthetic, objective, group):
   """Bank rows, gathered in a jitted step on a sharded mesh, equal the host-fed
-  pipeline's batches of the same records, frames included."""
+  pipeline's batches of the same records, frames included; with pack groups of
+  ``group`` videos, the index stream packs the groups as the pipeline does."""
   host_videos = pipeline.VideoSource(synthetic, "train", max_clip_len=30)
   bank_videos = pipeline.VideoSource(synthetic, "train", max_clip_len=30, decode_frames=False)
   host_frames, indexes = frame_bank.load_rows({"tv": [host_videos]}, max_clip_len=30)
-  ctx = pipeline.host_context(host_videos, SIZES, queries_per_video=SIZES.queries)
+  sizes = layout.LayoutSizes(**{**SIZES.__dict__, "pack_videos": group,
+                                "packed_rows": SIZES.packed_rows * group - group // 2})
+  ctx = pipeline.host_context(host_videos, sizes, queries_per_video=SIZES.queries)
   stacked, rows = example_bank.make_examples(bank_videos, objective, ctx, indexes["tv"])
   assert (rows.start, rows.end) == (0, len(host_videos)) and not rows.skipped
-  packing = {"pack_src", "pack_seg", "unpack_src"}
+  packing = {"pack_src", "pack_seg", "unpack_src"} if group == 1 else set()   # else per batch
   assert set(stacked) == set(registry.get(objective).fields) - {"frames"} | {"frame_ids"} | packing
   host = next(pipeline.make_pipeline(host_videos, objective, ctx, pipeline.PipelineOptions(
       batch_videos=8, shuffle=False), process_index=0, process_count=1))
 
-  mesh = sharding.make_mesh({"data": 4, "fsdp": 2, "model": 1})
+  # A pack group never spans two batch shards: 8 videos over 4 shards here.
+  mesh = sharding.make_mesh({"data": 4, "fsdp": 2 // group, "model": group})
   banks = {"frames": frame_bank.place(host_frames, mesh, "sharded", "float16"),
            "examples": example_bank.place(stacked, mesh, "sharded")}
-  ids = pipeline.make_global_batch({"example_ids": np.arange(8, dtype=np.int32)},
-                                   sharding.batch_sharding(mesh))
+  index_batch = next(example_bank.IndexIterator(rows, objective, 8, seed=0, shuffle=False,
+                                                sizes=sizes))
+  assert list(index_batch["example_ids"]) == list(range(8))
+  ids = pipeline.make_global_batch(index_batch, sharding.batch_sharding(mesh))
   gathered = jax.device_get(jax.jit(step_lib.device_batch)(ids, banks))
   assert set(gathered) == set(host)
   for key in host:

@@ -29,13 +29,19 @@ def random_rows(rng, rows=12, m=5, t=9):
 @pytest.mark.parametrize("seed", range(20))
 def test_packing_moves_every_real_slot_once_and_back(seed):
   rng = np.random.default_rng(seed)
-  rfm, rtm = random_rows(rng)
+  group = 1 + seed % 3      # videos sharing the packed rows (layout.pack_videos)
+  masks = [random_rows(rng) for _ in range(group)]
+  rfm, rtm = (np.concatenate([m[i] for m in masks]) for i in (0, 1))   # the group's rows
   width = int(rng.integers(14, 40))
   rows = max(1, packing.rows_needed(rfm, rtm, width))   # no real row: none needed
   sizes = layout.LayoutSizes(max_rows=12, max_row_frames=5, max_row_tokens=9,
                              packed_rows=rows, packed_width=width)
-  out = packing.pack_fields(rfm, rtm, sizes)
-  real = np.concatenate([rfm, rtm], axis=1).astype(bool)      # [R, M+T]
+  if group == 1:
+    out = packing.pack_fields(rfm, rtm, sizes)
+  else:
+    out = packing.pack_group(rfm.reshape(group, 12, 5), rtm.reshape(group, 12, 9), sizes)
+    out["unpack_src"] = out["unpack_src"].reshape(group * 12, -1)
+  real = np.concatenate([rfm, rtm], axis=1).astype(bool)      # [g * R, M+T]
   src, seg = out["pack_src"][out["pack_seg"] > 0], out["pack_seg"][out["pack_seg"] > 0]
   # Every real slot is packed exactly once, and nothing else is.
   assert sorted(src) == sorted(np.flatnonzero(real))
@@ -75,11 +81,32 @@ def test_fixture_batches_pack_tighter():
   assert packed["executed"] < unpacked["executed"]
 
 
-@pytest.mark.parametrize("name", OBJECTIVES)
-def test_packed_rows_give_the_unpacked_losses_and_outputs(name):
+def group_sizes(group: int) -> layout.LayoutSizes:
+  """The fixture sizes, packed in groups of ``group`` videos as tightly as they allow."""
   sizes = fb.packed_sizes()
-  plain, packed = fb.build_batch(name), fb.build_batch(name, sizes=sizes)
+  if group == 1:
+    return sizes
+  batch = fb.build_batch("repr")
+  rows = packing.batch_rows_needed(batch["row_frame_mask"], batch["row_txt_mask"],
+                                   sizes.packed_width, group)
+  assert rows < group * sizes.packed_rows   # the group shares rows: fewer than alone
+  return dataclasses.replace(sizes, packed_rows=rows, pack_videos=group)
+
+
+def packed_batch(name: str, group: int) -> dict:
+  """The fixture batch of ``name`` with rows packed in groups of ``group`` videos."""
+  sizes = group_sizes(group)
+  return packing.pack_stacked(fb.build_batch(name, sizes=sizes), sizes)
+
+
+@pytest.mark.parametrize("group", [1, 3])
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_packed_rows_give_the_unpacked_losses_and_outputs(name, group):
+  plain, packed = fb.build_batch(name), packed_batch(name, group)
   assert set(packed) == set(plain) | set(layout.PACK_FIELDS)
+  videos = len(plain["frames"])
+  assert packed["pack_src"].shape[0] == videos // group
+  assert packed["unpack_src"].shape[0] == videos
   reference.assert_same_losses(name, plain, packed)
   if name == "mlm":   # the encoder's outputs too, every real frame and row slot
     # The full last layer (prune_last_layer=False): every slot's output.
@@ -119,3 +146,36 @@ def test_fit_report_matches_the_transforms_and_the_command_prints_it(tmp_path, c
   out = capsys.readouterr().out
   assert "hero_synthetic/videos train: 12 videos" in out
   assert out.splitlines()[-1].split()[:2] == [str(width), str(max(need))]
+
+
+@pytest.mark.slow
+def test_a_run_packs_groups_of_videos_on_both_paths(tmp_path):
+  """Training with ``layout.pack_videos=2``: ``vsm`` host-fed and
+  ``mlm-device`` from the example bank both get their batches' pack groups,
+  train, evaluate, and compile once; a batch shard that a group would span is
+  refused at start."""
+  import numpy as np
+  from configs import common, pretrain_tiny
+  from hero_jax.train import loop
+  c = pretrain_tiny.get_config()
+  c.data.datasets.synthetic.data_dir = str(tmp_path / "tfds")
+  c.data.synthetic.train_videos, c.data.synthetic.val_videos = 32, 8
+  c.data.frame_bank, c.data.example_bank = "sharded", "sharded"
+  common.use_objectives(c, vsm=1.0, mlm_device=1.0)
+  row = c.layout.max_row_frames + c.layout.max_row_tokens
+  c.layout.packed_rows, c.layout.packed_width, c.layout.pack_videos = c.layout.max_rows, 2 * row, 2
+  c.train.num_steps, c.train.batch_videos = 4, 8
+  c.log_every, c.eval_every, c.checkpoint_every = 4, 4, 4
+  c.mesh.num_devices = 2
+  trainer = loop.Trainer(c, str(tmp_path / "run"))
+  last = trainer.train()
+  for task in ("vsm", "mlm-device"):
+    assert np.isfinite(last[f"train/{task}/loss"])
+    assert np.isfinite(last[f"val/synthetic/{task}/loss"])
+    assert trainer.steps[task].jitted._cache_size() == 1
+    batch = next(trainer.iterators[f"synthetic:{task}"])   # 8 videos in 4 groups
+    assert batch["pack_src"].shape[0] == 4 and batch["unpack_src"].shape[0] == 8
+  c.mesh.num_devices, c.train.batch_videos = 2, 6    # 3 videos per shard: a group would span two
+  with pytest.raises(ValueError, match=r"layout.pack_videos=2 must divide each batch shard's "
+                                       r"videos: .* gives 3"):
+    loop.Trainer(c, str(tmp_path / "run2"))

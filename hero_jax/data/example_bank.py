@@ -39,7 +39,7 @@ from typing import Optional
 
 import numpy as np
 
-from hero_jax import layout
+from hero_jax import layout, packing
 from hero_jax.objectives import registry
 
 log = logging.getLogger("hero_jax")
@@ -58,6 +58,9 @@ class DatasetRows:
   skipped_ids: dict
   stats: collections.Counter
   padding: dict
+  # int16 [n, R, 2] (``packing.row_counts``) when the layout packs groups of
+  # several videos: IndexIterator packs each batch's groups from them.
+  row_counts: Optional[np.ndarray] = None
 
 
 # Records per task of a worker process; a split of fewer is made in process.
@@ -129,8 +132,10 @@ def make_examples(videos, objective: str, ctx, frame_index, workers: int = 0,
     raise ValueError(f"{videos.path} split {videos.split!r}: objective {objective!r} skipped "
                      f"every one of its {len(source)} records ({dict(skipped)})")
   stacked = layout.stack_examples(examples)
+  sizes = ctx.sizes
+  counts = packing.row_counts(stacked) if sizes.packed and not sizes.packs_examples else None
   return stacked, DatasetRows(0, len(examples), skipped, skipped_ids, stats,
-                              layout.padding_share(stacked))
+                              layout.padding_share(stacked), counts)
 
 
 def concatenate(parts: dict) -> tuple:
@@ -212,8 +217,14 @@ class IndexIterator:
 
   def __init__(self, rows: DatasetRows, objective: str, batch_videos: int, seed: int,
                shuffle: bool = True, process_index: int = 0, process_count: int = 1,
-               num_epochs: Optional[int] = None):
+               num_epochs: Optional[int] = None, sizes=None):
     self.objective, self.batch_videos = objective, batch_videos
+    # Pack groups of several videos: the batch's groups are packed here, from
+    # the bank rows' counts (the bank holds no pack fields then).
+    self._counts, self._start, self._sizes = rows.row_counts, rows.start, sizes
+    if rows.row_counts is not None and sizes is None:
+      raise ValueError(f"example bank of {objective!r}: its rows pack in groups; IndexIterator "
+                       "needs the layout sizes")
     self._shard = np.arange(rows.start, rows.end, dtype=np.int32)[process_index::process_count]
     if len(self._shard) < batch_videos:
       raise ValueError(f"example bank of {objective!r}: process {process_index} has "
@@ -247,7 +258,13 @@ class IndexIterator:
       filled += len(take)
       self.position += len(take)
     self.batches += 1
-    return {"example_ids": out}
+    if self._counts is None:
+      return {"example_ids": out}
+    try:
+      pack = packing.pack_counts(self._counts[out - self._start], self._sizes, vids=list(out))
+    except packing.RowsDoNotFit as e:
+      raise ValueError(f"example bank of {self.objective!r} (bank rows): {e}") from None
+    return {"example_ids": out, **pack}
 
   def close(self) -> None:
     """Nothing to stop (no worker processes)."""

@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from hero_jax import layout
+from hero_jax import layout, packing
 from hero_jax.data import frame_bank, records
 from hero_jax.objectives import host
 from hero_jax.objectives import registry
@@ -319,7 +319,7 @@ class RecordTransform:
       return {"skip": e.reason, "vid": item_id(item) if item is not None else str(record_index)}
     except ValueError as e:
       raise ValueError(f"objective {self.objective!r}, record {record_index}: {e}") from None
-    return {"example": example, "stats": dict(stats)}
+    return {"example": example, "stats": dict(stats), "vid": item_id(item)}
 
 
 def _pack_chunk(items: list) -> dict:
@@ -396,11 +396,12 @@ class BatchIterator:
   ``padding``: ``layout.padding_share`` of the last batch.
   """
 
-  def __init__(self, dataset, objective: str, batch_videos: int):
+  def __init__(self, dataset, objective: str, batch_videos: int, sizes=None):
     with _sigterm_blocked():
       self._it = iter(dataset)   # chunks of consecutive transformed records (_pack_chunk)
     self.objective = objective
     self.batch_videos = batch_videos
+    self.sizes = sizes          # layout sizes: pack groups of several videos are packed here
     self._chunk: list = []
     self._pos = 0               # items of the current chunk already used
     self._chunk_state = None    # grain's state before the current chunk
@@ -421,7 +422,7 @@ class BatchIterator:
 
   @_sigterm_blocked()
   def __next__(self) -> dict:
-    examples = []
+    examples, vids = [], []
     while len(examples) < self.batch_videos:
       item = self._next_item()  # StopIteration ends a finite pipeline; a partial batch is dropped
       if "skip" in item:
@@ -432,7 +433,13 @@ class BatchIterator:
         continue
       self.stats.update(item["stats"])
       examples.append(item["example"])
+      vids.append(item["vid"])
     batch = layout.stack_examples(examples)
+    if self.sizes is not None:
+      try:
+        batch = packing.pack_stacked(batch, self.sizes, vids)
+      except packing.RowsDoNotFit as e:
+        raise ValueError(f"objective {self.objective!r}: {e}") from None
     self.batches += 1
     self.padding = layout.padding_share(batch)
     return batch
@@ -512,7 +519,7 @@ def make_pipeline(videos, objective: str, ctx: host.HostContext,
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=options.worker_count, per_worker_buffer_size=options.worker_buffer_size),
         worker_init_fn=worker_init)
-  return BatchIterator(it_ds, objective, options.batch_videos)
+  return BatchIterator(it_ds, objective, options.batch_videos, ctx.sizes)
 
 
 def host_context(videos, sizes: layout.LayoutSizes, **kwargs) -> host.HostContext:

@@ -307,19 +307,24 @@ class HierarchicalEncoder(nn.Module):
     return out if slots is None else take_slots(out, slots)
 
   def _encode_packed(self, x, batch, deterministic, slots=None):
-    """Embedded rows [V, R, M+T, H] -> packed rows [V*P, W, H] -> encoder ->
-    back to [V, R, M+T, H] (``hero_jax.packing``; padding slots get any output),
-    or with ``slots`` only those slots' outputs [V, N, H] (``cross_modal``)."""
-    v, p, w = batch["pack_src"].shape
-    slots_flat = x.reshape(v, -1, x.shape[-1])
-    packed = _gather_rows(slots_flat, batch["pack_src"]).reshape(v * p, w, x.shape[-1])
+    """Embedded rows [V, R, M+T, H] -> packed rows [G*P, W, H] (G pack groups of
+    V / G videos) -> encoder -> back to [V, R, M+T, H] (``hero_jax.packing``;
+    padding slots get any output), or with ``slots`` only those slots' outputs
+    [V, N, H] (``cross_modal``)."""
+    groups, p, w = batch["pack_src"].shape
+    v, h = x.shape[0], x.shape[-1]
+    group_slots = x.reshape(groups, -1, h)   # a group's videos' row slots, one after another
+    packed = _gather_rows(group_slots, batch["pack_src"]).reshape(groups * p, w, h)
     packed = L.constrain(packed, ("batch", "length", "embed"))
-    segments = batch["pack_seg"].reshape(v * p, w)
+    segments = batch["pack_seg"].reshape(groups * p, w)
     if slots is not None:
       keep = jnp.take_along_axis(batch["unpack_src"].reshape(v, -1), slots, axis=1)
-      return self.f_encoder.encode(packed, None, deterministic, segments=segments, keep=keep)
+      out = self.f_encoder.encode(packed, None, deterministic, segments=segments,
+                                  keep=keep.reshape(groups, -1))
+      return out.reshape(v, -1, h)
     out = self.f_encoder.encode(packed, None, deterministic, segments=segments)
-    return _gather_rows(out.reshape(v, p * w, x.shape[-1]), batch["unpack_src"])
+    unpack = batch["unpack_src"].reshape(groups, -1)
+    return _gather_rows(out.reshape(groups, p * w, h), unpack).reshape(x.shape)
 
   def fuse(self, batch, *, mfm_mask=None, deterministic=True):
     """The temporal input before positions: frame_transform(raw) + matched.

@@ -129,7 +129,7 @@ def build_video_fields(video: layout.VideoExample, ctx: HostContext,
       "row_frame_idx": row_frame_idx,
       "row_frame_mask": row_frame_mask,
   }
-  if pack and s.packed:
+  if pack and s.packs_examples:   # pack groups of several videos: per batch
     try:
       out.update(packing.pack_fields(row_frame_mask, row_txt_mask, s))
     except packing.RowsDoNotFit as e:

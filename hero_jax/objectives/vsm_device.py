@@ -91,9 +91,11 @@ def draw(batch: dict, key, queries: int, pad_id: int = layout.PAD_ID) -> dict:
   out["row_ids"] = jnp.where(taken, pad_id, batch["row_ids"])
   if "pack_seg" in batch:   # the taken slots leave their packed segment
     m = batch["row_frame_mask"].shape[-1]
-    slot_taken = jnp.concatenate([jnp.zeros((v, r, m), bool), taken], axis=-1).reshape(v, -1)
-    src = batch["pack_src"].reshape(v, -1)
-    gone = jnp.take_along_axis(slot_taken, src, axis=-1).reshape(batch["pack_seg"].shape)
+    groups = batch["pack_src"].shape[0]   # pack groups: their videos' slots one after another
+    slot_taken = jnp.concatenate([jnp.zeros((v, r, m), bool), taken], axis=-1)
+    src = batch["pack_src"].reshape(groups, -1)
+    gone = jnp.take_along_axis(slot_taken.reshape(groups, -1), src, axis=-1)
+    gone = gone.reshape(batch["pack_seg"].shape)
     out["pack_seg"] = jnp.where(gone, 0, batch["pack_seg"])
   return out
 

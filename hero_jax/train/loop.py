@@ -89,7 +89,8 @@ class Trainer:
                                    sharding.mesh_devices(config.mesh.num_devices),
                                    dcn_data=config.mesh.dcn_data)
     self.rules = sharding.rules_from_config(config.mesh.rules)
-    self.batch_shards, self.local_batch = sharding.batch_split(self.mesh, t.batch_videos)
+    self.batch_shards, self.local_batch = sharding.batch_split(self.mesh, t.batch_videos,
+                                                                  self.sizes.pack_videos)
     # The data, opened and checked against the model, and one pipeline per task.
     # With a frame bank the training frames live on the devices and the
     # pipelines send only their rows (frame_ids).
@@ -169,7 +170,7 @@ class Trainer:
       return example_bank.IndexIterator(
           self.example_rows[task.objective][task.dataset], task.objective, self.local_batch,
           self.config.seed, process_index=jax.process_index(),
-          process_count=jax.process_count())
+          process_count=jax.process_count(), sizes=self.sizes)
     frame_index = None if videos else self.frame_index.get(task.dataset)
     videos = videos or self.train_videos[task.dataset]
     options = {"batch_videos": self.local_batch, "seed": self.config.seed,
@@ -320,7 +321,7 @@ class Trainer:
   def _eval_batching(self, task, num_videos: int) -> tuple:
     """(videos per process, batches): the same on every host, fitting the mesh."""
     group = getattr(self.settings[task.objective], "group_videos", 0) or 1
-    unit = math.lcm(self.batch_shards, group)
+    unit = math.lcm(self.batch_shards * self.sizes.pack_videos, group)
     global_batch = min(self.config.train.batch_videos, num_videos) // unit * unit
     if global_batch == 0:
       raise ValueError(f"val split of {task.dataset!r} has {num_videos} videos, fewer than one "

@@ -120,8 +120,9 @@ def _slices(devices: Sequence, dcn_data: int) -> list[list]:
   return [groups[k] for k in sorted(groups)]
 
 
-def batch_split(mesh: Mesh, batch_videos: int) -> tuple[int, int]:
-  """(batch shards = global data x fsdp, videos each process feeds per micro-step)."""
+def batch_split(mesh: Mesh, batch_videos: int, pack_videos: int = 1) -> tuple[int, int]:
+  """(batch shards = global data x fsdp, videos each process feeds per micro-step).
+  ``pack_videos``: a pack group (``layout.pack_videos``) must not span two shards."""
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   if shards % jax.process_count():
     # Each process must own whole batch shards: it feeds its own videos.
@@ -131,6 +132,10 @@ def batch_split(mesh: Mesh, batch_videos: int) -> tuple[int, int]:
   if batch_videos % shards:
     raise ValueError(f"config.train.batch_videos={batch_videos} must be divisible by the "
                      f"batch shards (data x fsdp = {shards})")
+  if (batch_videos // shards) % pack_videos:
+    raise ValueError(f"config.layout.pack_videos={pack_videos} must divide each batch shard's "
+                     f"videos: config.train.batch_videos={batch_videos} over data x fsdp = "
+                     f"{shards} shards gives {batch_videos // shards}")
   return shards, batch_videos // jax.process_count()
 
 
