@@ -50,17 +50,17 @@ def assign_rows(lengths, packed_rows: int, packed_width: int) -> list:
   return placed
 
 
-def pack_group(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray,
-               sizes: layout.LayoutSizes) -> dict:
-  """The ``layout.PACK_FIELDS`` of a pack group: g videos (masks [g, R, M] and
-  [g, R, T]) whose rows share the group's ``packed_rows`` rows. Returns
-  ``pack_src`` / ``pack_seg`` [P, W] and ``unpack_src`` [g, R, M + T]; the
-  indices run over the group's videos one after another (video i's row r is
-  the group's row i * R + r)."""
-  g, r_max, m = row_frame_mask.shape
-  width = m + row_txt_mask.shape[-1]
-  frames_n = row_frame_mask.sum(-1).reshape(-1)
-  text_n = row_txt_mask.sum(-1).reshape(-1)
+def pack_group(frames_n: np.ndarray, text_n: np.ndarray, sizes: layout.LayoutSizes) -> dict:
+  """The ``layout.PACK_FIELDS`` of a pack group: g videos whose rows (real
+  frame and text slots of each, ``frames_n`` / ``text_n`` [g, R], left-aligned
+  as the host transforms lay them out) share the group's ``packed_rows`` rows.
+  Returns ``pack_src`` / ``pack_seg`` [P, W] and ``unpack_src`` [g, R, M + T];
+  the indices run over the group's videos one after another (video i's row r
+  is the group's row i * R + r)."""
+  g, r_max = frames_n.shape
+  m = sizes.max_row_frames
+  width = m + sizes.max_row_tokens
+  frames_n, text_n = frames_n.reshape(-1), text_n.reshape(-1)
   pack_src = np.zeros((sizes.packed_rows, sizes.packed_width), np.int32)
   pack_seg = np.zeros((sizes.packed_rows, sizes.packed_width), np.int32)
   unpack_src = np.zeros((g * r_max, width), np.int32)
@@ -78,25 +78,58 @@ def pack_group(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray,
 def pack_fields(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray,
                 sizes: layout.LayoutSizes) -> dict:
   """The ``layout.PACK_FIELDS`` of one video (no V axis) from its row masks."""
-  out = pack_group(row_frame_mask[None], row_txt_mask[None], sizes)
+  out = pack_group(row_frame_mask.sum(-1)[None], row_txt_mask.sum(-1)[None], sizes)
   out["unpack_src"] = out["unpack_src"][0]
   return out
 
 
-def pack_batch(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray,
-               sizes: layout.LayoutSizes, vids=None) -> dict:
-  """The ``layout.PACK_FIELDS`` of a batch (masks [V, R, M] / [V, R, T]) in
-  pack groups of ``sizes.pack_videos`` consecutive videos: ``pack_src`` /
-  ``pack_seg`` [V / g, P, W], ``unpack_src`` [V, R, M + T]. ``RowsDoNotFit``
-  names the group's videos (``vids``, else their batch positions)."""
-  v, g = row_frame_mask.shape[0], sizes.pack_videos
+def row_counts(batch: dict) -> np.ndarray:
+  """int16 [V, R, 2]: the real frame and text slots of every row of a batch."""
+  return np.stack([batch["row_frame_mask"].sum(-1), batch["row_txt_mask"].sum(-1)],
+                  axis=-1).astype(np.int16)
+
+
+def balanced_order(counts: np.ndarray, groups: int) -> np.ndarray:
+  """A batch order whose ``groups`` pack groups hold about as many real slots
+  each: the videos, most slots first, dealt to the groups back and forth."""
+  totals = counts.reshape(len(counts), -1).sum(-1)
+  dealt = [[] for _ in range(groups)]
+  for i, video in enumerate(np.argsort(-totals, kind="stable")):
+    turn, at = divmod(i, groups)
+    dealt[at if turn % 2 == 0 else groups - 1 - at].append(video)
+  return np.concatenate(dealt).astype(np.int64)
+
+
+def pack_batch(counts: np.ndarray, sizes: layout.LayoutSizes, vids=None) -> tuple:
+  """(fields, order) for a batch of ``row_counts`` [V, R, 2] in pack groups of
+  ``sizes.pack_videos`` consecutive videos: ``pack_src`` / ``pack_seg``
+  [V / g, P, W], ``unpack_src`` [V, R, M + T].
+
+  ``order`` is None when the batch's own order fits. Else, a crowded group
+  having overflowed its P rows, the batch is regrouped (``balanced_order``)
+  and ``order`` is the permutation the caller applies to every field before
+  adding these (a batch is a set: no loss depends on its order). A batch that
+  does not fit either way raises ``RowsDoNotFit`` naming the group's videos
+  (``vids``, else batch positions)."""
+  v, g = len(counts), sizes.pack_videos
   if v % g:
     raise ValueError(f"a batch of {v} videos does not split into pack groups of "
                      f"layout.pack_videos={g}")
-  groups = []
-  for start in range(0, v, g):
+  try:
+    return _pack_groups(counts, sizes, vids), None
+  except RowsDoNotFit:
+    if v == g:
+      raise
+  order = balanced_order(counts, v // g)
+  return _pack_groups(counts[order], sizes, None if vids is None else
+                      [vids[i] for i in order]), order
+
+
+def _pack_groups(counts: np.ndarray, sizes: layout.LayoutSizes, vids) -> dict:
+  groups, g = [], sizes.pack_videos
+  for start in range(0, len(counts), g):
     try:
-      groups.append(pack_group(row_frame_mask[start:start + g], row_txt_mask[start:start + g],
+      groups.append(pack_group(counts[start:start + g, :, 0], counts[start:start + g, :, 1],
                                sizes))
     except RowsDoNotFit as e:
       names = list(vids[start:start + g]) if vids is not None else list(range(start, start + g))
@@ -107,29 +140,20 @@ def pack_batch(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray,
           "unpack_src": np.concatenate([x["unpack_src"] for x in groups])}
 
 
-def pack_stacked(batch: dict, sizes: layout.LayoutSizes, vids=None) -> dict:
+def pack_stacked(batch: dict, sizes: layout.LayoutSizes, vids=None, stats=None) -> dict:
   """A stacked batch with its pack groups' ``layout.PACK_FIELDS`` when the
-  sizes pack groups of several videos (``pack_videos`` > 1); else as it is
-  (unpacked, or each example packed its own rows). Video QA rows are one copy
-  per answer and are never packed."""
+  sizes pack groups of several videos (``pack_videos`` > 1), its videos
+  reordered if a group had to be rebalanced (counted in ``stats`` under
+  ``pack_groups_rebalanced``); else as it is (unpacked, or each example packed
+  its own rows). Video QA rows are one copy per answer and are never packed."""
   if not sizes.packed or sizes.packs_examples or "qa_row_ids" in batch:
     return batch
-  return {**batch, **pack_batch(batch["row_frame_mask"], batch["row_txt_mask"], sizes, vids)}
-
-
-def row_counts(batch: dict) -> np.ndarray:
-  """int16 [V, R, 2]: the real frame and text slots of every row (what
-  ``pack_counts`` needs to pack them again)."""
-  return np.stack([batch["row_frame_mask"].sum(-1), batch["row_txt_mask"].sum(-1)],
-                  axis=-1).astype(np.int16)
-
-
-def pack_counts(counts: np.ndarray, sizes: layout.LayoutSizes, vids=None) -> dict:
-  """``pack_batch`` of rows given by ``row_counts`` (the host transforms'
-  masks are left-aligned, so the counts are the masks)."""
-  frames = (np.arange(sizes.max_row_frames) < counts[..., 0, None]).astype(np.int32)
-  text = (np.arange(sizes.max_row_tokens) < counts[..., 1, None]).astype(np.int32)
-  return pack_batch(frames, text, sizes, vids)
+  fields, order = pack_batch(row_counts(batch), sizes, vids)
+  if order is not None:
+    batch = {k: value[order] for k, value in batch.items()}
+    if stats is not None:
+      stats["pack_groups_rebalanced"] += 1
+  return {**batch, **fields}
 
 
 def rows_needed(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray, packed_width: int) -> int:
@@ -169,24 +193,35 @@ def video_row_lengths(video: layout.VideoExample, max_txt_len: int) -> np.ndarra
                    for fr, ids in zip(video.sub_frames, video.sub_ids)], np.int64)
 
 
-def fit_report(videos, widths, max_txt_len: int = 60) -> list:
-  """Per packed width: packed rows needed per video (max, p99, p50) and the share
-  of executed cross-modal slots that are real, packed (P = the max) and unpacked."""
+def fit_report(videos, widths, max_txt_len: int = 60, pack_videos: int = 1,
+               epochs: int = 20, seed: int = 0) -> list:
+  """Per packed width: packed rows needed per pack group (max, p99, p50) and the
+  share of executed cross-modal slots that are real, packed (P = the max) and
+  unpacked. Groups of one are the videos; groups of ``pack_videos`` > 1 are
+  drawn as shuffled training batches make them (``epochs`` random orders of
+  the videos, cut into groups): P is then the most any drawn group needed."""
   lengths = [video_row_lengths(v, max_txt_len) for v in videos]
   lengths = [x for x in lengths if x.size]
   frames = max(max(len(fr) for fr in v.sub_frames) for v in videos if v.sub_frames)
   tokens = 1 + max(min(len(i), max_txt_len) for v in videos for i in v.sub_ids)
-  useful = sum(int(x.sum()) for x in lengths)
   rows = max(x.size for x in lengths)
+  unpacked_share = sum(int(x.sum()) for x in lengths) / (len(lengths) * rows * (frames + tokens))
+  groups = lengths
+  if pack_videos > 1:
+    rng = np.random.default_rng(seed)
+    groups = [np.concatenate([lengths[i] for i in order[k:k + pack_videos]])
+              for order in (rng.permutation(len(lengths)) for _ in range(epochs))
+              for k in range(0, len(order) - pack_videos + 1, pack_videos)]
+  useful = sum(int(x.sum()) for x in groups)
   out = []
   for width in widths:
     if width < frames + tokens:
       continue   # must hold the longest row
-    need = np.array([rows_for(x, width) for x in lengths])
+    need = np.array([rows_for(x, width) for x in groups])
     out.append({"packed_width": width, "packed_rows": int(need.max()),
                 "p99": float(np.percentile(need, 99)), "p50": float(np.median(need)),
-                "packed_real_share": useful / (len(lengths) * int(need.max()) * width),
-                "unpacked_real_share": useful / (len(lengths) * rows * (frames + tokens))})
+                "packed_real_share": useful / (len(groups) * int(need.max()) * width),
+                "unpacked_real_share": unpacked_share})
   return out
 
 
@@ -202,15 +237,21 @@ def main(argv=None) -> None:
   parser.add_argument("--max_txt_len", type=int, default=60)
   parser.add_argument("--limit", type=int, default=0, help="read the first N videos (0: all)")
   parser.add_argument("--widths", type=int, nargs="+", default=[64, 96, 128, 192, 256, 384])
+  parser.add_argument("--pack_videos", type=int, default=1,
+                      help="layout.pack_videos: rows per group of this many videos, as shuffled "
+                           "batches group them (20 random orders)")
   args = parser.parse_args(argv)
+  if args.pack_videos < 1:
+    parser.error(f"--pack_videos must be positive, got {args.pack_videos}")
   source = pipeline.VideoSource(pipeline.dataset_dir(args.data_dir, args.dataset), args.split,
                                 args.max_clip_len)
   count = len(source) if not args.limit else min(args.limit, len(source))
   videos = [source.video(i) for i in range(count)]
-  print(f"{args.dataset} {args.split}: {count} videos")
+  per = "video" if args.pack_videos == 1 else f"group of {args.pack_videos} videos"
+  print(f"{args.dataset} {args.split}: {count} videos; packed rows per {per}")
   print(f"{'packed_width':>12s} {'packed_rows':>11s} {'p99':>6s} {'p50':>6s} "
         f"{'real slots packed':>17s} {'unpacked':>9s}")
-  for r in fit_report(videos, args.widths, args.max_txt_len):
+  for r in fit_report(videos, args.widths, args.max_txt_len, args.pack_videos):
     print(f"{r['packed_width']:12d} {r['packed_rows']:11d} {r['p99']:6.1f} {r['p50']:6.1f} "
           f"{r['packed_real_share']:17.1%} {r['unpacked_real_share']:9.1%}")
 

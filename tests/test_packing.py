@@ -39,7 +39,7 @@ def test_packing_moves_every_real_slot_once_and_back(seed):
   if group == 1:
     out = packing.pack_fields(rfm, rtm, sizes)
   else:
-    out = packing.pack_group(rfm.reshape(group, 12, 5), rtm.reshape(group, 12, 9), sizes)
+    out = packing.pack_group(rfm.sum(-1).reshape(group, 12), rtm.sum(-1).reshape(group, 12), sizes)
     out["unpack_src"] = out["unpack_src"].reshape(group * 12, -1)
   real = np.concatenate([rfm, rtm], axis=1).astype(bool)      # [g * R, M+T]
   src, seg = out["pack_src"][out["pack_seg"] > 0], out["pack_seg"][out["pack_seg"] > 0]
@@ -55,6 +55,37 @@ def test_packing_moves_every_real_slot_once_and_back(seed):
     assert len(set(p)) == 1 and np.array_equal(w, np.arange(w[0], w[0] + len(w)))
     assert np.all(np.diff(out["pack_src"][p, w]) > 0)
   assert rows <= max(1, int(np.ceil(2 * real.sum() / width)))  # first fit: < half wasted
+
+
+def test_an_overflowing_pack_group_is_rebalanced_and_counted():
+  """A group that overflows its packed rows regroups the batch (one crowded
+  video per group), reorders every field, and is counted; a batch that fits
+  no grouping is an error naming the group's videos."""
+  import collections
+  sizes = layout.LayoutSizes(max_rows=4, max_row_frames=2, max_row_tokens=4, packed_rows=3,
+                             packed_width=12, pack_videos=2)
+  crowded, light = [[2, 4]] * 4, [[2, 4]] + [[0, 0]] * 3   # 4 rows of 6 slots / one row
+  counts = np.array([crowded, crowded, light, light], np.int16)
+  masks = {"row_frame_mask": (np.arange(2) < counts[..., :1]).astype(np.int32),
+           "row_txt_mask": (np.arange(4) < counts[..., 1:]).astype(np.int32)}
+  assert np.array_equal(packing.row_counts(masks), counts)
+  # As ordered, group 0 holds both crowded videos: 4 packed rows, one too many.
+  fields, order = packing.pack_batch(counts, sizes, vids=list("abcd"))
+  assert sorted(order) == [0, 1, 2, 3] and len({0, 1} & set(order[:2])) == 1
+  stats = collections.Counter()
+  batch = packing.pack_stacked({**masks, "frames": np.arange(4)}, sizes, stats=stats)
+  assert stats["pack_groups_rebalanced"] == 1 and list(batch["frames"]) == list(order)
+  for k in fields:
+    np.testing.assert_array_equal(batch[k], fields[k])
+  for group in range(2):   # every real slot of the regrouped batch unpacks to itself
+    real = np.concatenate([batch["row_frame_mask"], batch["row_txt_mask"]], -1)[
+        2 * group:2 * group + 2].astype(bool)
+    flat = batch["pack_src"][group].reshape(-1)
+    assert np.array_equal(flat[batch["unpack_src"][2 * group:2 * group + 2][real]],
+                          np.flatnonzero(real))
+  with pytest.raises(packing.RowsDoNotFit, match=r"pack group of videos \['[a-d]', '[a-d]'\]: the "
+                                                 r"rows need 4 packed rows"):
+    packing.pack_batch(np.array([crowded] * 4, np.int16), sizes, vids=list("abcd"))
 
 
 def test_packing_errors_name_the_size_and_the_video():
@@ -144,8 +175,18 @@ def test_fit_report_matches_the_transforms_and_the_command_prints_it(tmp_path, c
   packing.main(["--data_dir", str(tmp_path), "--dataset", "hero_synthetic/videos",
                 "--widths", str(width)])
   out = capsys.readouterr().out
-  assert "hero_synthetic/videos train: 12 videos" in out
+  assert "hero_synthetic/videos train: 12 videos; packed rows per video" in out
   assert out.splitlines()[-1].split()[:2] == [str(width), str(max(need))]
+  # Groups of 3 as shuffled batches draw them: never more rows than 3 videos alone, and a
+  # larger real share than the videos packed alone.
+  (grouped,) = packing.fit_report(videos, [width], pack_videos=3)
+  assert grouped["packed_rows"] <= 3 * max(need)
+  assert grouped["packed_real_share"] >= report["packed_real_share"]
+  packing.main(["--data_dir", str(tmp_path), "--dataset", "hero_synthetic/videos",
+                "--widths", str(width), "--pack_videos", "3"])
+  out = capsys.readouterr().out
+  assert "packed rows per group of 3 videos" in out
+  assert out.splitlines()[-1].split()[:2] == [str(width), str(grouped["packed_rows"])]
 
 
 @pytest.mark.slow

@@ -232,7 +232,7 @@ class IndexIterator:
     self._seed = [int(seed), zlib.crc32(objective.encode()), int(process_index)]
     self._shuffle, self._num_epochs = shuffle, num_epochs
     self.skipped, self.skipped_ids = rows.skipped, rows.skipped_ids
-    self.stats, self.padding = rows.stats, rows.padding
+    self.stats, self.padding = collections.Counter(rows.stats), rows.padding
     self.position = 0   # examples handed out so far
     self.batches = 0
     self._epoch, self._order = -1, None
@@ -261,9 +261,13 @@ class IndexIterator:
     if self._counts is None:
       return {"example_ids": out}
     try:
-      pack = packing.pack_counts(self._counts[out - self._start], self._sizes, vids=list(out))
+      pack, order = packing.pack_batch(self._counts[out - self._start], self._sizes,
+                                       vids=list(out))
     except packing.RowsDoNotFit as e:
       raise ValueError(f"example bank of {self.objective!r} (bank rows): {e}") from None
+    if order is not None:   # a group overflowed: the batch regrouped, as the host path does
+      out = out[order]
+      self.stats["pack_groups_rebalanced"] += 1
     return {"example_ids": out, **pack}
 
   def close(self) -> None:

@@ -437,7 +437,7 @@ class BatchIterator:
     batch = layout.stack_examples(examples)
     if self.sizes is not None:
       try:
-        batch = packing.pack_stacked(batch, self.sizes, vids)
+        batch = packing.pack_stacked(batch, self.sizes, vids, self.stats)
       except packing.RowsDoNotFit as e:
         raise ValueError(f"objective {self.objective!r}: {e}") from None
     self.batches += 1

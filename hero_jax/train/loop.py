@@ -275,6 +275,8 @@ class Trainer:
         scalars[f"data/{key}/padding_{kind}"] = share
       for reason, n in it.skipped.items():
         scalars[f"data/{key}/skipped_{reason}"] = n
+      for name, n in it.stats.items():   # e.g. truncated tokens, rebalanced pack groups
+        scalars[f"data/{key}/{name}"] = n
     self.writer.write_scalars(step, scalars)
     self.writer.flush()  # a killed run keeps its metrics up to here
     task = pending[-1][1]
