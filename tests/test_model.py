@@ -115,6 +115,20 @@ def test_gelu_backward_is_the_exact_gelus_derivative():
                              atol=2e-2)
 
 
+def test_add_bias_gradient_is_the_sum_over_rows():
+  """layers.add_bias (the MLM logits' bias) gives x + b and autodiff's
+  gradients, its bias gradient computed as a product with ones."""
+  from hero_jax.model import layers
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(3, 5, 7)), jnp.float32)
+  b, weight = (jnp.asarray(rng.normal(size=shape), jnp.float32) for shape in ((7,), (3, 5, 7)))
+  np.testing.assert_array_equal(layers.add_bias(x, b), x + b)
+  ours, ref = (jax.grad(lambda x, b, f=f: (jnp.sin(f(x, b)) * weight).sum(), argnums=(0, 1))(x, b)
+               for f in (layers.add_bias, lambda x, b: x + b))
+  np.testing.assert_array_equal(ours[0], ref[0])
+  np.testing.assert_allclose(ours[1], ref[1], rtol=1e-6, atol=1e-6)
+
+
 def test_bfloat16_forward_is_close_to_float32():
   batch = fb.build_batch("repr")
   cfg = reference.model_config()

@@ -102,7 +102,7 @@ class LMHead(nn.Module):
     x = L.gelu(L.dense(cfg, cfg.hidden_size, ("embed", "embed_out"), "dense")(x))
     x = L.layer_norm(cfg, cfg.ln_eps, "embed")(x)
     bias = self.param("bias", L.zeros_init(("vocab",)), (cfg.vocab_size,), _f32)
-    logits = attend(x).astype(_f32) + bias
+    logits = L.add_bias(attend(x).astype(_f32), bias)   # its bias gradient as a matmul
     return logits[..., :cfg.mlm_columns]
 
 

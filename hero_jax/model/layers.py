@@ -114,6 +114,31 @@ def _gelu_backward(x, grad):
 gelu.defvjp(_gelu_forward, _gelu_backward)
 
 
+@jax.custom_vjp
+def add_bias(x, bias):
+  """``x`` [..., N] + ``bias`` [N] (same dtype), whose bias gradient is a
+  vector-matrix product (ones @ grad) instead of a reduction.
+
+  For the MLM logits ([predictions, 50272]) XLA's CPU backend ran the
+  reduction at a fraction of the speed of a dot: the head's forward and
+  backward took 0.53-0.56 s against 0.44-0.45 s with the product (416
+  predictions, base size, 2-core CPU). The sum is the same up to float
+  summation order."""
+  return x + bias
+
+
+def _add_bias_forward(x, bias):
+  return x + bias, None
+
+
+def _add_bias_backward(_, grad):
+  rows = grad.reshape(-1, grad.shape[-1])
+  return grad, jnp.ones((rows.shape[0],), grad.dtype) @ rows
+
+
+add_bias.defvjp(_add_bias_forward, _add_bias_backward)
+
+
 def attention_bias(mask: jax.Array) -> jax.Array:
   """[..., L] 0/1 key mask -> additive bias [..., 1, 1, L] (float32)."""
   return ((1.0 - mask.astype(_f32)) * ATTENTION_MASK_VALUE)[..., None, None, :]
