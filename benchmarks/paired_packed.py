@@ -9,7 +9,9 @@ video's subtitle rows into rows of ``--pack_width`` slots (``packed_rows`` =
 the fewest that hold the batch's most crowded video, ``packing.rows_needed``),
 as a config does with ``layout.packed_rows`` / ``layout.packed_width``; with
 ``--pack_videos g`` the rows of g consecutive videos share their packed rows
-(``layout.pack_videos``; ``packed_rows`` then holds the most crowded group). The
+(``layout.pack_videos``; ``packed_rows`` then holds the most crowded group), and
+``--group_predictions -1`` pools MLM's prediction slots per group
+(``objectives.mlm.group_predictions``: the most any group of the batch has). The
 videos, the original side, the model, the optimizer and the timing are
 bench_paired's own; the losses are the unpacked ones (tests/test_packing.py).
 
@@ -18,9 +20,10 @@ bench_paired's own; the losses are the unpacked ones (tests/test_packing.py).
       --jax-python "$(which python)" --batch 8 --steps 3 --warmup 1 --rounds 1 \\
       --tasks mlm,mfm-nce,fom,vsm --out paired_packed.json
 
-Every argument but ``--bench``, ``--pack_width`` and ``--pack_videos`` goes to
-bench_paired. Its workers run this file again (it stands in for
-bench_paired's own path), and read the three settings from the environment.
+Every argument but ``--bench``, ``--pack_width``, ``--pack_videos`` and
+``--group_predictions`` goes to bench_paired. Its workers run this file again
+(it stands in for bench_paired's own path), and read these settings from the
+environment.
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ import importlib.util
 import os
 import sys
 
-BENCH_ENV, WIDTH_ENV, GROUP_ENV = ("HERO_PAIRED_BENCH", "HERO_PAIRED_PACK_WIDTH",
-                                   "HERO_PAIRED_PACK_VIDEOS")
+BENCH_ENV, WIDTH_ENV, GROUP_ENV, BUDGET_ENV = (
+    "HERO_PAIRED_BENCH", "HERO_PAIRED_PACK_WIDTH", "HERO_PAIRED_PACK_VIDEOS",
+    "HERO_PAIRED_GROUP_PREDICTIONS")
 
 
 def load_bench(path: str):
@@ -45,7 +49,7 @@ def load_bench(path: str):
   return module
 
 
-def packed_sizes(bench, width: int, group: int = 1):
+def packed_sizes(bench, width: int, group: int = 1, budget: int = 0):
   """bench_paired's ``choose_sizes``, then packed rows of ``width`` slots
   shared by pack groups of ``group`` videos."""
   unpacked = bench.choose_sizes
@@ -60,18 +64,41 @@ def packed_sizes(bench, width: int, group: int = 1):
                                        group)
     sizes = dataclasses.replace(sizes, packed_rows=needed, packed_width=width, pack_videos=group)
     if group > 1:
-      pack_when_stacking(sizes)
+      pack_when_stacking(sizes, budget)
     return sizes
   return choose_sizes
 
 
-def pack_when_stacking(sizes) -> None:
+def pack_when_stacking(sizes, budget: int = 0) -> None:
   """Pack groups of several videos are packed per batch, not per example (as
   hero_jax's pipelines do): bench_paired stacks its examples with
-  ``layout.stack_examples``, so from here on that packs the stacked batch."""
+  ``layout.stack_examples``, so from here on that packs the stacked batch.
+  With ``budget`` (-1: the most real predictions of any group of the batch),
+  MLM's settings get ``group_predictions``."""
   from hero_jax import layout, packing
   stack = layout.stack_examples
-  layout.stack_examples = lambda examples: packing.pack_stacked(stack(examples), sizes)
+
+  def stack_and_pack(examples):
+    batch = packing.pack_stacked(stack(examples), sizes)
+    if budget and "mlm_weights" in batch:
+      groups = len(batch["pack_src"])
+      predict_per_group(budget if budget > 0 else
+                        int(batch["mlm_weights"].reshape(groups, -1).sum(-1).max()))
+    return batch
+  layout.stack_examples = stack_and_pack
+
+
+def predict_per_group(budget: int) -> None:
+  """``registry.get("mlm")`` (bench_paired's settings come from it) with
+  ``group_predictions = budget`` as its settings' default."""
+  from hero_jax.objectives import mlm, registry
+  get = registry.get
+
+  @dataclasses.dataclass(frozen=True)
+  class Budgeted(mlm.MlmSettings):
+    group_predictions: int = budget
+  registry.get = lambda name: (dataclasses.replace(get(name), settings=Budgeted)
+                               if name == "mlm" else get(name))
 
 
 def main() -> None:
@@ -79,6 +106,10 @@ def main() -> None:
   parser.add_argument("--bench", default=os.environ.get(BENCH_ENV))
   parser.add_argument("--pack_width", type=int, default=int(os.environ.get(WIDTH_ENV, "96")))
   parser.add_argument("--pack_videos", type=int, default=int(os.environ.get(GROUP_ENV, "1")))
+  parser.add_argument("--group_predictions", type=int,
+                      default=int(os.environ.get(BUDGET_ENV, "0")),
+                      help="MLM's objectives.mlm.group_predictions with --pack_videos > 1 (-1: "
+                           "the most real predictions of any group of the batch)")
   ours, rest = parser.parse_known_args()
   if not ours.bench:
     sys.exit("--bench: the path of bench_paired.py is needed")
@@ -87,10 +118,11 @@ def main() -> None:
   if ours.pack_videos < 1:
     sys.exit(f"--pack_videos must be positive, got {ours.pack_videos}")
   os.environ[BENCH_ENV], os.environ[WIDTH_ENV] = os.path.abspath(ours.bench), str(ours.pack_width)
-  os.environ[GROUP_ENV] = str(ours.pack_videos)
+  os.environ[GROUP_ENV], os.environ[BUDGET_ENV] = str(ours.pack_videos), str(ours.group_predictions)
   bench = load_bench(ours.bench)
   bench.__file__ = os.path.abspath(__file__)   # its workers start this script
-  bench.choose_sizes = packed_sizes(bench, ours.pack_width, ours.pack_videos)
+  bench.choose_sizes = packed_sizes(bench, ours.pack_width, ours.pack_videos,
+                                    ours.group_predictions)
   sys.argv = [sys.argv[0]] + rest
   bench.main()
 

@@ -120,6 +120,20 @@ def fitted_sizes(videos, pack_width: int, queries: int = 5,
                              pack_videos=pack_videos)
 
 
+def prediction_budget(batch: dict, args) -> int:
+  """MLM's ``group_predictions`` for ``--group_predictions`` (-1: the most
+  real predictions of any pack group of this batch); 0 for other objectives
+  and without pack groups."""
+  if not args.group_predictions or "mlm_weights" not in batch or "pack_src" not in batch:
+    return 0
+  groups = batch["pack_src"].shape[1]   # [accumulation, G, P, W]
+  if groups == batch["mlm_weights"].shape[1]:
+    return 0
+  if args.group_predictions > 0:
+    return args.group_predictions
+  return int(batch["mlm_weights"][0].reshape(groups, -1).sum(-1).max())
+
+
 def packing_words(args) -> str:
   if not args.pack:
     return "unpacked"
@@ -177,15 +191,18 @@ def stack_flops(rows, keep_rows, layers: int, hidden: int, prune: bool) -> float
   return (layers - 1) * full + last
 
 
-def kept_slots(b: dict, frames: np.ndarray, txt: np.ndarray):
+def kept_slots(b: dict, frames: np.ndarray, txt: np.ndarray, group_predictions: int = 0):
   """(real, executed) counts of the row slots the last cross-modal layer keeps
-  under ``prune_last_layer``: MLM's predictions, or else every frame slot."""
+  under ``prune_last_layer``: MLM's predictions (``group_predictions`` per pack
+  group when set), or else every frame slot."""
   if "mlm_weights" in b:
-    return int(b["mlm_weights"].sum()), b["mlm_weights"].size
+    executed = (b["pack_src"].shape[0] * group_predictions if group_predictions
+                else b["mlm_weights"].size)
+    return int(b["mlm_weights"].sum()), executed
   return int(frames.sum()), frames.size
 
 
-def padding_flops(batch: dict, cfg) -> float:
+def padding_flops(batch: dict, cfg, group_predictions: int = 0) -> float:
   """Executed minus useful FLOPs of the cross-modal and temporal stacks.
 
   Useful: each real position sees its row's real keys; with
@@ -209,7 +226,7 @@ def padding_flops(batch: dict, cfg) -> float:
     rows, width = lengths.size, txt.shape[-1] + frames.shape[-1]
   h, prune = cfg.hidden_size, cfg.prune_last_layer
   keys_each_group = rows * width / groups
-  kept_real, kept_executed = kept_slots(b, frames, txt)
+  kept_real, kept_executed = kept_slots(b, frames, txt, group_predictions)
   # A kept real slot sees its own row: about the mean real row length.
   useful_cross = stack_flops([(n, n) for n in real], [(kept_real, real.mean())],
                              cfg.cross_layers, h, prune)
@@ -257,7 +274,9 @@ def bench(name: str, cfg, args, peak_gflops: float) -> None:
     heads = registry.get(objective).heads or cfg.heads
     state = state_for(heads)
     batch = make_batch(objective, videos, ctx)
-    settings = registry.get(objective).make_settings({})
+    budget = prediction_budget(batch, args)
+    settings = registry.get(objective).make_settings(
+        {"group_predictions": budget} if budget else {})
     run = step_lib.make_train_step(Hero(cfg.replace(heads=heads)), registry.get(objective),
                                    settings, tx, mesh, rules, step_lib.state_shardings(state),
                                    accum_steps=1)
@@ -272,7 +291,7 @@ def bench(name: str, cfg, args, peak_gflops: float) -> None:
     # XLA's cost analysis counts a while loop's body once: with scanned layers
     # the FLOP columns would be wrong, so they are not given.
     executed = float("nan") if cfg.scan_layers else float(cost.get("flops", float("nan"))) / 1e9
-    useful = executed - padding_flops(batch, cfg) / 1e9
+    useful = executed - padding_flops(batch, cfg, budget) / 1e9
     # XLA's temporaries of the step (activations kept for the backward pass,
     # gradients, scratch): the memory the step adds to the state and batch.
     memory = compiled.memory_analysis()
@@ -359,6 +378,9 @@ def main():
                       help="packed row width (0: one row per subtitle, as the original)")
   parser.add_argument("--pack_videos", type=int, default=1,
                       help="layout.pack_videos: videos whose rows share packed rows (with --pack)")
+  parser.add_argument("--group_predictions", type=int, default=0,
+                      help="objectives.mlm.group_predictions with --pack_videos (-1: the most "
+                           "real predictions of any group of the batch)")
   parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--scan", action="store_true", help="model.scan_layers: scan over layers")

@@ -156,6 +156,37 @@ def test_packed_rows_give_the_unpacked_losses_and_outputs(name, group):
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("prune", [True, False])
+def test_group_predictions_give_the_mlm_loss_and_count_what_does_not_fit(prune):
+  """``objectives.mlm.group_predictions``: each pack group's predictions
+  gathered into a budget give the per-video slots' loss, metrics and
+  gradients; a budget too small is counted in ``group_overflow``."""
+  from hero_jax.objectives import registry
+  objective = registry.get("mlm")
+  plain, packed = fb.build_batch("mlm"), packed_batch("mlm", 3)   # 6 videos, 2 groups
+  per_group = packed["mlm_weights"].reshape(2, -1).sum(-1).astype(int)
+  model = Hero(reference.model_config().replace(prune_last_layer=prune))
+  params = reference.params()
+
+  def run(batch, budget):
+    settings = objective.make_settings({"group_predictions": budget})
+    return jax.jit(jax.value_and_grad(lambda p: objective.loss(model, p, batch, settings),
+                                      has_aux=True))(params)
+  (want, want_metrics), want_grads = run(plain, 0)
+  (got, metrics), grads = run(packed, int(per_group.max()))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  for key in ("loss", "acc"):
+    np.testing.assert_allclose(metrics[key], want_metrics[key], rtol=1e-5, atol=1e-5)
+  assert float(metrics["group_overflow"][0]) == 0 and float(metrics["group_overflow"][1]) == 6
+  if prune:
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6),
+                 grads, want_grads)
+  small = int(per_group.min()) - 1
+  (_, metrics), _ = run(packed, small)
+  assert float(metrics["group_overflow"][0]) == float(np.sum(per_group - small))
+  assert float(metrics["loss"][1]) == 2 * small   # the kept predictions only
+
+
 def test_fit_report_matches_the_transforms_and_the_command_prints_it(tmp_path, capsys):
   from hero_jax.data import build, synthetic
   spec = synthetic.SyntheticSpec(train_videos=12, val_videos=2, feature_dim=8, max_frames=20)
@@ -192,9 +223,10 @@ def test_fit_report_matches_the_transforms_and_the_command_prints_it(tmp_path, c
 @pytest.mark.slow
 def test_a_run_packs_groups_of_videos_on_both_paths(tmp_path):
   """Training with ``layout.pack_videos=2``: ``vsm`` host-fed and
-  ``mlm-device`` from the example bank both get their batches' pack groups,
-  train, evaluate, and compile once; a batch shard that a group would span is
-  refused at start."""
+  ``mlm-device`` from the example bank (its predictions pooled per group,
+  ``group_predictions``) both get their batches' pack groups, train, evaluate,
+  and compile once; a batch shard that a group would span is refused at
+  start."""
   import numpy as np
   from configs import common, pretrain_tiny
   from hero_jax.train import loop
@@ -203,6 +235,7 @@ def test_a_run_packs_groups_of_videos_on_both_paths(tmp_path):
   c.data.synthetic.train_videos, c.data.synthetic.val_videos = 32, 8
   c.data.frame_bank, c.data.example_bank = "sharded", "sharded"
   common.use_objectives(c, vsm=1.0, mlm_device=1.0)
+  c.objectives.mlm_device.group_predictions = 2 * c.objectives.mlm_device.max_predictions - 8
   row = c.layout.max_row_frames + c.layout.max_row_tokens
   c.layout.packed_rows, c.layout.packed_width, c.layout.pack_videos = c.layout.max_rows, 2 * row, 2
   c.train.num_steps, c.train.batch_videos = 4, 8
@@ -216,6 +249,7 @@ def test_a_run_packs_groups_of_videos_on_both_paths(tmp_path):
     assert trainer.steps[task].jitted._cache_size() == 1
     batch = next(trainer.iterators[f"synthetic:{task}"])   # 8 videos in 4 groups
     assert batch["pack_src"].shape[0] == 4 and batch["unpack_src"].shape[0] == 8
+  assert last["train/mlm-device/group_overflow"] == 0   # 2 K - 8 slots hold every group's
   c.mesh.num_devices, c.train.batch_videos = 2, 6    # 3 videos per shard: a group would span two
   with pytest.raises(ValueError, match=r"layout.pack_videos=2 must divide each batch shard's "
                                        r"videos: .* gives 3"):

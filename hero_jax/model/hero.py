@@ -275,12 +275,15 @@ class HierarchicalEncoder(nn.Module):
     self.mask_embedding = L.embed(cfg, 2, cfg.frame_feat_dim, (None, "frame_feat"), "mask_embedding")
     self.fom_output = MLPLayer(cfg, cfg.fom_num_classes)
 
-  def cross_modal(self, batch, frames, mfm_mask, deterministic, slots=None):
+  def cross_modal(self, batch, frames, mfm_mask, deterministic, slots=None, grouped=False):
     """Runs every subtitle row through ``f_encoder``: [V, R, M+T, H].
 
     ``slots``: int [V, N] into each video's flattened row slots [R * (M+T)];
     then only those slots' outputs [V, N, H] are returned, and with
-    ``cfg.prune_last_layer`` only they go through the last layer."""
+    ``cfg.prune_last_layer`` only they go through the last layer. With
+    ``grouped`` (packed rows only) ``slots`` are int [G, N] into each pack
+    group's flattened row slots (its videos' one after another) and the
+    outputs [G, N, H]."""
     row_frame_mask = batch["row_frame_mask"]
     row_feats = _gather_rows(frames, batch["row_frame_idx"])
     row_feats = jnp.where(row_frame_mask[..., None].astype(bool), row_feats, 0)
@@ -290,8 +293,10 @@ class HierarchicalEncoder(nn.Module):
     x, mask = self.f_encoder.embed_rows(batch["row_ids"], batch["row_txt_mask"], row_feats,
                                         row_frame_mask, mfm_ids, deterministic)
     pruned = slots is not None and self.cfg.prune_last_layer
+    if grouped and "pack_src" not in batch:
+      raise ValueError("slots of pack groups (grouped=True) need packed rows (pack_src)")
     if "pack_src" in batch:
-      out = self._encode_packed(x, batch, deterministic, slots if pruned else None)
+      out = self._encode_packed(x, batch, deterministic, slots if pruned else None, grouped)
     else:
       v, r = x.shape[:2]
       flat = x.reshape((v * r,) + x.shape[2:])
@@ -304,9 +309,11 @@ class HierarchicalEncoder(nn.Module):
     if pruned:
       return out
     self.sow("intermediates", "cross_modal_output", out)
+    if grouped:   # the groups' videos' rows one after another
+      out = out.reshape((batch["pack_src"].shape[0], -1) + out.shape[2:])
     return out if slots is None else take_slots(out, slots)
 
-  def _encode_packed(self, x, batch, deterministic, slots=None):
+  def _encode_packed(self, x, batch, deterministic, slots=None, grouped=False):
     """Embedded rows [V, R, M+T, H] -> packed rows [G*P, W, H] (G pack groups of
     V / G videos) -> encoder -> back to [V, R, M+T, H] (``hero_jax.packing``;
     padding slots get any output), or with ``slots`` only those slots' outputs
@@ -318,10 +325,11 @@ class HierarchicalEncoder(nn.Module):
     packed = L.constrain(packed, ("batch", "length", "embed"))
     segments = batch["pack_seg"].reshape(groups * p, w)
     if slots is not None:
-      keep = jnp.take_along_axis(batch["unpack_src"].reshape(v, -1), slots, axis=1)
+      owners = groups if grouped else v   # slots into each group's, or each video's, row slots
+      keep = jnp.take_along_axis(batch["unpack_src"].reshape(owners, -1), slots, axis=1)
       out = self.f_encoder.encode(packed, None, deterministic, segments=segments,
                                   keep=keep.reshape(groups, -1))
-      return out.reshape(v, -1, h)
+      return out if grouped else out.reshape(v, -1, h)
     out = self.f_encoder.encode(packed, None, deterministic, segments=segments)
     unpack = batch["unpack_src"].reshape(groups, -1)
     return _gather_rows(out.reshape(groups, p * w, h), unpack).reshape(x.shape)
@@ -490,11 +498,14 @@ class Hero(nn.Module):
     return self.v_encoder(batch, mfm_mask=mfm_mask, fom_source=fom_source,
                           deterministic=deterministic)
 
-  def cross_modal_rows(self, batch, deterministic=True, slots=None):
+  def cross_modal_rows(self, batch, deterministic=True, slots=None, grouped=False):
     """MLM path: only the cross-modal transformer, [V, R, M+T, H] (or the
-    ``slots`` [V, N] of each video's flattened rows: [V, N, H])."""
+    ``slots`` [V, N] of each video's flattened rows: [V, N, H]; with
+    ``grouped``, [G, N] of each pack group's: [G, N, H])."""
     frames = batch["frames"].astype(_f32)
-    return self.v_encoder.cross_modal(batch, frames, None, deterministic, slots=slots)
+    # Pack groups need packed rows, which the baseline encoders refuse.
+    extra = {"grouped": True} if grouped else {}
+    return self.v_encoder.cross_modal(batch, frames, None, deterministic, slots=slots, **extra)
 
   # -- heads -----------------------------------------------------------------
   def mlm_logits(self, x):

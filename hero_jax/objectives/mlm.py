@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax.numpy as jnp
 import numpy as np
 
 from hero_jax import layout
@@ -148,26 +149,91 @@ def make_mlm_example(video: layout.VideoExample, rng: np.random.Generator,
 
 @dataclasses.dataclass(frozen=True)
 class MlmSettings:
-  """MLM has no device-side options; host options live in ``HostContext``."""
+  """``group_predictions``: with pack groups (``layout.pack_videos`` > 1), the
+  prediction slots the head computes per group (0: every video's K).
+
+  Each video has K prediction slots, as many as the batch's most crowded
+  video needs; the vocabulary head (logits over every word, about a fifth of
+  an MLM step on the base model) then runs on each video's padding too. With
+  a budget B, each group's real predictions are gathered first (in order)
+  into B slots, so the head and the pruned last layer compute B per group
+  instead of g * K. Predictions past B are not computed: they are counted in
+  the ``group_overflow`` metric (per video), never dropped silently; raise B
+  when it is not 0. The other host options live in ``HostContext``."""
+  group_predictions: int = 0
+
+  def __post_init__(self):
+    if self.group_predictions < 0:
+      raise ValueError("objectives.mlm(_device).group_predictions must be >= 0 (0: off), got "
+                       f"{self.group_predictions}")
+
+
+def prediction_slots(batch):
+  """Each video's prediction slots [V, K] in its flattened row slots."""
+  m, t = batch["row_frame_idx"].shape[-1], batch["row_ids"].shape[-1]
+  # mlm_positions index the text slots (r * T + t); the rows are [frames ; text].
+  positions = batch["mlm_positions"]
+  return positions // t * (m + t) + m + positions % t
 
 
 def mlm_logits(model, batch, deterministic=True):
   """Logits [V, K, mlm_columns] at the prediction slots (a model method)."""
-  m, t = batch["row_frame_idx"].shape[-1], batch["row_ids"].shape[-1]
-  # mlm_positions index the text slots (r * T + t); the rows are [frames ; text].
-  positions = batch["mlm_positions"]
-  slots = positions // t * (m + t) + m + positions % t
-  return model.mlm_logits(model.cross_modal_rows(batch, deterministic, slots=slots))
+  return model.mlm_logits(model.cross_modal_rows(batch, deterministic,
+                                                 slots=prediction_slots(batch)))
+
+
+def group_targets(batch, budget: int) -> dict:
+  """Each pack group's real predictions first, in their order, in ``budget``
+  slots: ``slots`` [G, B] into the group's flattened row slots, ``labels`` /
+  ``weights`` [G, B], and ``overflow`` [V]: the real predictions of each
+  video's group past B, counted once per group (on its first video)."""
+  import jax.numpy as jnp
+  slots, weights = prediction_slots(batch), batch["mlm_weights"]
+  v, k = slots.shape
+  groups = batch["pack_src"].shape[0]
+  per_video = batch["row_ids"].shape[1] * (batch["row_ids"].shape[2]
+                                           + batch["row_frame_idx"].shape[2])
+  # The group's flattened row slots hold its videos' one after another.
+  slots = (slots + (jnp.arange(v) % (v // groups))[:, None] * per_video).reshape(groups, -1)
+  weights = weights.reshape(groups, -1)
+  order = jnp.argsort(weights <= 0, axis=-1, stable=True)[:, :budget]   # real ones first
+  take = lambda x: jnp.take_along_axis(x, order, axis=-1)  # noqa: E731
+  kept = take(weights)
+  past = jnp.sum(weights > 0, axis=-1) - jnp.sum(kept > 0, axis=-1)
+  overflow = jnp.zeros((groups, v // groups), past.dtype).at[:, 0].set(past).reshape(v)
+  return {"slots": take(slots), "labels": take(batch["mlm_labels"].reshape(groups, -1)),
+          "weights": kept, "overflow": overflow}
+
+
+def mlm_group_logits(model, batch, slots, deterministic=True):
+  """Logits [G, B, mlm_columns] at pack-group prediction slots (a model method)."""
+  return model.mlm_logits(model.cross_modal_rows(batch, deterministic, slots=slots, grouped=True))
+
+
+def grouped(batch, settings) -> bool:
+  """The batch's predictions go through ``group_targets``."""
+  return (settings is not None and settings.group_predictions > 0 and "pack_src" in batch
+          and batch["pack_src"].shape[0] < batch["mlm_positions"].shape[0])
 
 
 def mlm_loss(model, params, batch, settings=None, *, step=0, rng=None, deterministic=True):
   """Cross-entropy per masked token, mean over the batch's masked tokens."""
-  del settings, step
-  logits = common.apply(model, params, mlm_logits, batch, rng=rng, deterministic=deterministic)
-  labels, weights = batch["mlm_labels"], batch["mlm_weights"]
+  del step
+  if grouped(batch, settings):
+    targets = group_targets(batch, settings.group_predictions)
+    logits = common.apply(model, params, mlm_group_logits, batch, targets["slots"], rng=rng,
+                          deterministic=deterministic)
+    labels, weights = targets["labels"], targets["weights"]
+  else:
+    logits = common.apply(model, params, mlm_logits, batch, rng=rng, deterministic=deterministic)
+    labels, weights = batch["mlm_labels"], batch["mlm_weights"]
   ce = common.cross_entropy(logits, labels)
   metrics = {"loss": common.metric(ce, weights),
              "acc": common.metric(common.accuracy(logits, labels), weights)}
+  if grouped(batch, settings):
+    overflow = targets["overflow"]
+    metrics["group_overflow"] = (overflow.sum().astype(weights.dtype),
+                                 jnp.asarray(overflow.shape[0], weights.dtype))
   return common.masked_mean(ce, weights), metrics
 
 

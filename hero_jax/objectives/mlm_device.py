@@ -58,13 +58,15 @@ def make_mlm_rows_example(video: layout.VideoExample, rng, ctx: host.HostContext
 
 
 @dataclasses.dataclass(frozen=True)
-class MlmDeviceSettings:
-  """``mask_prob``: HERO's 0.15; ``max_predictions``: K, the prediction slots
-  per video (the host path's ``layout.max_predictions``)."""
+class MlmDeviceSettings(mlm.MlmSettings):
+  """``mlm``'s settings (``group_predictions``), ``mask_prob``: HERO's 0.15;
+  ``max_predictions``: K, the prediction slots per video (the host path's
+  ``layout.max_predictions``)."""
   mask_prob: float = 0.15
   max_predictions: int = 160
 
   def __post_init__(self):
+    super().__post_init__()
     common.check_mask_prob(self.mask_prob, "mlm_device")
     if self.max_predictions <= 0:
       raise ValueError("objectives.mlm_device.max_predictions must be positive, got "
@@ -109,7 +111,7 @@ def mlm_device_loss(model, params, batch, settings=MlmDeviceSettings(), *, step=
   tokens past K, videos)."""
   rng, draw_key = common.device_draw_key(rng, step)
   drawn = draw(batch, draw_key, settings)
-  loss, metrics = mlm.mlm_loss(model, params, drawn, None, step=step, rng=rng,
+  loss, metrics = mlm.mlm_loss(model, params, drawn, settings, step=step, rng=rng,
                                deterministic=deterministic)
   overflow = drawn["mlm_overflow"]
   metrics["overflow"] = (jnp.sum(overflow).astype(jnp.float32),

@@ -189,12 +189,18 @@ def objective_settings(c) -> dict:
 
 def check_settings_fit_layout(settings: dict, sizes) -> None:
   """Settings that repeat a layout size must equal it (``vsm-device``'s
-  queries per video: the host's VSM takes Q from ``layout.queries``)."""
+  queries per video: the host's VSM takes Q from ``layout.queries``), and
+  MLM's ``group_predictions`` needs pack groups."""
   for name, s in settings.items():
     q = getattr(s, "queries_per_video", None)
     if q is not None and q != sizes.queries:
       raise ValueError(f"config.objectives.{config_key(name)}.queries_per_video ({q}) must equal "
                        f"config.layout.queries ({sizes.queries})")
+    budget = getattr(s, "group_predictions", 0)
+    if budget and (not sizes.packed or sizes.pack_videos == 1):
+      raise ValueError(f"config.objectives.{config_key(name)}.group_predictions ({budget}) "
+                       "pools the predictions of pack groups: it needs packed rows and "
+                       "config.layout.pack_videos > 1")
 
 
 @dataclasses.dataclass(frozen=True)
