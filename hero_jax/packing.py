@@ -156,6 +156,20 @@ def pack_stacked(batch: dict, sizes: layout.LayoutSizes, vids=None, stats=None) 
   return {**batch, **fields}
 
 
+def pack_keeping_order(batch: dict, sizes: layout.LayoutSizes) -> tuple:
+  """(batch, undo) for evaluation code that reads outputs by batch position:
+  ``pack_stacked`` without the count, and ``undo`` [V] puts outputs of a
+  regrouped batch back in the batch's order (None: not reordered). A batch
+  that does not split into pack groups stays unpacked (the same outputs)."""
+  if (not sizes.packed or sizes.packs_examples or "qa_row_ids" in batch
+      or len(batch["row_ids"]) % sizes.pack_videos):
+    return batch, None
+  fields, order = pack_batch(row_counts(batch), sizes)
+  if order is None:
+    return {**batch, **fields}, None
+  return {**{k: value[order] for k, value in batch.items()}, **fields}, np.argsort(order)
+
+
 def rows_needed(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray, packed_width: int) -> int:
   """Packed rows of ``packed_width`` one video needs (to choose ``packed_rows``)."""
   return rows_for(row_lengths(row_frame_mask, row_txt_mask), packed_width)

@@ -83,6 +83,10 @@ def test_an_overflowing_pack_group_is_rebalanced_and_counted():
     flat = batch["pack_src"][group].reshape(-1)
     assert np.array_equal(flat[batch["unpack_src"][2 * group:2 * group + 2][real]],
                           np.flatnonzero(real))
+  # Evaluation reads outputs by position: the regrouping is undone.
+  regrouped, undo = packing.pack_keeping_order({**masks, "row_ids": masks["row_txt_mask"],
+                                                "frames": np.arange(4)}, sizes)
+  assert list(regrouped["frames"]) == list(order) and list(regrouped["frames"][undo]) == [0, 1, 2, 3]
   with pytest.raises(packing.RowsDoNotFit, match=r"pack group of videos \['[a-d]', '[a-d]'\]: the "
                                                  r"rows need 4 packed rows"):
     packing.pack_batch(np.array([crowded] * 4, np.int16), sizes, vids=list("abcd"))

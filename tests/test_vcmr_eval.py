@@ -74,6 +74,23 @@ def test_bank_in_sorted_order_zero_past_each_batch():
   np.testing.assert_array_equal(b.frames[:, f:], 0.0)
 
 
+def test_the_bank_packs_groups_of_videos_and_keeps_its_order():
+  """With pack groups (``layout.pack_videos=2``) the bank is the unpacked one,
+  in the same order (the regrouping order is undone: tests/test_packing.py)."""
+  video2idx = expected()["video2idx"]
+  videos = [fb.video_by_name(v) for v in video2idx]
+  sizes = fb.packed_sizes()
+  grouped = dataclasses.replace(sizes, packed_rows=2 * sizes.packed_rows, pack_videos=2)
+  settings = dataclasses.replace(eval_settings(), video_batch=4)
+  ctx = fb.host_context()
+  packed = vcmr_eval.encode_bank(*model_and_params(), videos,
+                                 dataclasses.replace(ctx, sizes=grouped), settings, video2idx)
+  plain = vcmr_eval.encode_bank(*model_and_params(), videos, ctx, settings, video2idx)
+  assert packed.vids == plain.vids
+  np.testing.assert_array_equal(packed.mask, plain.mask)
+  np.testing.assert_allclose(packed.frames, plain.frames, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.slow
 def test_query_inputs_and_all_pair_outputs():
   z = fb.load_npz("tvr_eval")

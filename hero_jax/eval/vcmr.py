@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from hero_jax import layout
+from hero_jax import layout, packing
 from hero_jax.eval import nms as nms_lib
 from hero_jax.eval import retrieval_metrics
 from hero_jax.objectives import common, host, vsm
@@ -171,7 +171,9 @@ def encode_bank(model, params, videos: Sequence[layout.VideoExample], ctx: host.
     chunk += [_empty_video(dim)] * (settings.video_batch - len(chunk))
     batch = layout.stack_examples([host.repr_example(v, ctx) for v in chunk])
     n = min(settings.video_batch, len(videos) - start)
-    frames.append(np.asarray(encode(params, batch))[:n])
+    packed, undo = packing.pack_keeping_order(batch, ctx.sizes)   # pack groups, if any
+    out = np.asarray(encode(params, packed))
+    frames.append((out if undo is None else out[undo])[:n])
     masks.append(batch["frame_mask"][:n])
     if progress:
       progress(start + n, len(videos))
