@@ -140,34 +140,39 @@ def _pack_groups(counts: np.ndarray, sizes: layout.LayoutSizes, vids) -> dict:
           "unpack_src": np.concatenate([x["unpack_src"] for x in groups])}
 
 
+def _pack_groups_of(batch: dict, sizes: layout.LayoutSizes, vids=None) -> tuple:
+  """(batch with its pack groups' fields, reordered if regrouped; the order or
+  None); as it is when the sizes do not pack batches (unpacked, or each
+  example packed its own rows). Video QA rows are one copy per answer and are
+  never packed."""
+  if not sizes.packed or sizes.packs_examples or "qa_row_ids" in batch:
+    return batch, None
+  fields, order = pack_batch(row_counts(batch), sizes, vids)
+  if order is not None:
+    batch = {k: value[order] for k, value in batch.items()}
+  return {**batch, **fields}, order
+
+
 def pack_stacked(batch: dict, sizes: layout.LayoutSizes, vids=None, stats=None) -> dict:
   """A stacked batch with its pack groups' ``layout.PACK_FIELDS`` when the
   sizes pack groups of several videos (``pack_videos`` > 1), its videos
   reordered if a group had to be rebalanced (counted in ``stats`` under
-  ``pack_groups_rebalanced``); else as it is (unpacked, or each example packed
-  its own rows). Video QA rows are one copy per answer and are never packed."""
-  if not sizes.packed or sizes.packs_examples or "qa_row_ids" in batch:
-    return batch
-  fields, order = pack_batch(row_counts(batch), sizes, vids)
-  if order is not None:
-    batch = {k: value[order] for k, value in batch.items()}
-    if stats is not None:
-      stats["pack_groups_rebalanced"] += 1
-  return {**batch, **fields}
+  ``pack_groups_rebalanced``); else as it is."""
+  batch, order = _pack_groups_of(batch, sizes, vids)
+  if order is not None and stats is not None:
+    stats["pack_groups_rebalanced"] += 1
+  return batch
 
 
 def pack_keeping_order(batch: dict, sizes: layout.LayoutSizes) -> tuple:
   """(batch, undo) for evaluation code that reads outputs by batch position:
-  ``pack_stacked`` without the count, and ``undo`` [V] puts outputs of a
-  regrouped batch back in the batch's order (None: not reordered). A batch
-  that does not split into pack groups stays unpacked (the same outputs)."""
-  if (not sizes.packed or sizes.packs_examples or "qa_row_ids" in batch
-      or len(batch["row_ids"]) % sizes.pack_videos):
+  ``pack_stacked``, and ``undo`` [V] puts the outputs of a regrouped batch
+  back in the batch's order (None: not reordered). A batch that does not
+  split into pack groups stays unpacked (the same outputs)."""
+  if len(batch["row_ids"]) % sizes.pack_videos:
     return batch, None
-  fields, order = pack_batch(row_counts(batch), sizes)
-  if order is None:
-    return {**batch, **fields}, None
-  return {**{k: value[order] for k, value in batch.items()}, **fields}, np.argsort(order)
+  batch, order = _pack_groups_of(batch, sizes)
+  return batch, None if order is None else np.argsort(order)
 
 
 def rows_needed(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray, packed_width: int) -> int:

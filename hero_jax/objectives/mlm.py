@@ -187,7 +187,6 @@ def group_targets(batch, budget: int) -> dict:
   slots: ``slots`` [G, B] into the group's flattened row slots, ``labels`` /
   ``weights`` [G, B], and ``overflow`` [V]: the real predictions of each
   video's group past B, counted once per group (on its first video)."""
-  import jax.numpy as jnp
   slots, weights = prediction_slots(batch), batch["mlm_weights"]
   v, k = slots.shape
   groups = batch["pack_src"].shape[0]
