@@ -150,8 +150,13 @@ class LayoutSizes:
 
   @property
   def packs_examples(self) -> bool:
-    """Each example packs its own rows (groups of one); else batches are packed."""
+    """Each example packs its own rows (groups of one video)."""
     return self.packed and self.pack_videos == 1
+
+  @property
+  def packs_batches(self) -> bool:
+    """Batches pack their groups of several videos (``pack_videos`` > 1)."""
+    return self.packed and self.pack_videos > 1
 
 
 def field_shapes(sizes: LayoutSizes, frame_dim: int, fields) -> dict:

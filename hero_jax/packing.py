@@ -145,7 +145,7 @@ def _pack_groups_of(batch: dict, sizes: layout.LayoutSizes, vids=None) -> tuple:
   None); as it is when the sizes do not pack batches (unpacked, or each
   example packed its own rows). Video QA rows are one copy per answer and are
   never packed."""
-  if not sizes.packed or sizes.packs_examples or "qa_row_ids" in batch:
+  if not sizes.packs_batches or "qa_row_ids" in batch:
     return batch, None
   fields, order = pack_batch(row_counts(batch), sizes, vids)
   if order is not None:

@@ -132,8 +132,7 @@ def make_examples(videos, objective: str, ctx, frame_index, workers: int = 0,
     raise ValueError(f"{videos.path} split {videos.split!r}: objective {objective!r} skipped "
                      f"every one of its {len(source)} records ({dict(skipped)})")
   stacked = layout.stack_examples(examples)
-  sizes = ctx.sizes
-  counts = packing.row_counts(stacked) if sizes.packed and not sizes.packs_examples else None
+  counts = packing.row_counts(stacked) if ctx.sizes.packs_batches else None
   return stacked, DatasetRows(0, len(examples), skipped, skipped_ids, stats,
                               layout.padding_share(stacked), counts)
 

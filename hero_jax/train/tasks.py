@@ -197,7 +197,7 @@ def check_settings_fit_layout(settings: dict, sizes) -> None:
       raise ValueError(f"config.objectives.{config_key(name)}.queries_per_video ({q}) must equal "
                        f"config.layout.queries ({sizes.queries})")
     budget = getattr(s, "group_predictions", 0)
-    if budget and (not sizes.packed or sizes.pack_videos == 1):
+    if budget and not sizes.packs_batches:
       raise ValueError(f"config.objectives.{config_key(name)}.group_predictions ({budget}) "
                        "pools the predictions of pack groups: it needs packed rows and "
                        "config.layout.pack_videos > 1")
