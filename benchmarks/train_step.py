@@ -167,11 +167,15 @@ def make_batch(objective: str, videos, ctx) -> dict:
   return {k: v[None] for k, v in batch.items()}
 
 
-def layer_flops(queries: float, keys_each: float, hidden: int) -> float:
-  """Training FLOPs (3x forward) of one layer's work per query position:
-  q, attention output, FFN (20 h^2) and scores and weighted sum against
-  ``keys_each`` keys (4 n h)."""
-  return 3 * 2 * queries * (10 * hidden * hidden + 2 * keys_each * hidden)
+def dense_flops(queries: float, hidden: int) -> float:
+  """Training FLOPs (3x forward) of one layer's q, attention output and FFN
+  (10 h^2 multiply-adds) per query position."""
+  return 3 * 2 * queries * 10 * hidden * hidden
+
+
+def attention_flops(queries: float, keys_each: float, hidden: int) -> float:
+  """Training FLOPs of scores and weighted sum (2 n h) against ``keys_each`` keys."""
+  return 3 * 2 * queries * 2 * keys_each * hidden
 
 
 def kv_flops(positions: float, hidden: int) -> float:
@@ -179,16 +183,14 @@ def kv_flops(positions: float, hidden: int) -> float:
   return 3 * 2 * positions * 2 * hidden * hidden
 
 
-def stack_flops(rows, keep_rows, layers: int, hidden: int, prune: bool) -> float:
-  """Training FLOPs of a transformer stack. ``rows``: (positions, keys each)
-  of every position; ``keep_rows``: those of the positions whose last-layer
-  output is read (``prune_last_layer``; None: every position)."""
-  full = sum(kv_flops(n, hidden) + layer_flops(n, k, hidden) for n, k in rows)
-  if not prune or keep_rows is None:
+def stack_flops(rows, layers: int, hidden: int, last_layer: float | None = None) -> float:
+  """Training FLOPs of a transformer stack whose ``rows`` are (positions, keys
+  each); ``last_layer``: the last layer's FLOPs when it is pruned."""
+  full = sum(kv_flops(n, hidden) + dense_flops(n, hidden) + attention_flops(n, k, hidden)
+             for n, k in rows)
+  if last_layer is None:
     return layers * full
-  last = sum(kv_flops(n, hidden) for n, _ in rows)
-  last += sum(layer_flops(n, k, hidden) for n, k in keep_rows)
-  return (layers - 1) * full + last
+  return (layers - 1) * full + last_layer
 
 
 def kept_slots(b: dict, frames: np.ndarray, txt: np.ndarray, group_predictions: int = 0):
@@ -208,34 +210,36 @@ def padding_flops(batch: dict, cfg, group_predictions: int = 0) -> float:
   Useful: each real position sees its row's real keys; with
   ``prune_last_layer`` the last cross-modal layer's queries are the read real
   slots only. Executed: the padded rows (or packed rows) as the step runs
-  them; a pruned last layer's queries attend to every key of their video."""
+  them."""
   b = {k: v[0] for k, v in batch.items()}
   if "qa_row_txt_mask" in b:   # the rows of every answer copy
     txt = b["qa_row_txt_mask"].reshape((-1,) + b["qa_row_txt_mask"].shape[-2:])
     frames = np.repeat(b["row_frame_mask"], txt.shape[0] // b["row_frame_mask"].shape[0], axis=0)
-    groups = txt.shape[0] * txt.shape[1]   # QA prunes each row on its own
   else:
     txt, frames = b["row_txt_mask"], b["row_frame_mask"]
-    groups = txt.shape[0]   # videos
   lengths = (txt.sum(-1) + frames.sum(-1)).reshape(-1)
   real = lengths[lengths > 0]
   if "pack_seg" in b:
     rows, width = int(np.prod(b["pack_seg"].shape[:-1])), b["pack_seg"].shape[-1]
-    groups = b["pack_seg"].shape[0]   # a kept slot attends over its pack group's packed rows
   else:
     rows, width = lengths.size, txt.shape[-1] + frames.shape[-1]
-  h, prune = cfg.hidden_size, cfg.prune_last_layer
-  keys_each_group = rows * width / groups
+  h = cfg.hidden_size
   kept_real, kept_executed = kept_slots(b, frames, txt, group_predictions)
-  # A kept real slot sees its own row: about the mean real row length.
-  useful_cross = stack_flops([(n, n) for n in real], [(kept_real, real.mean())],
-                             cfg.cross_layers, h, prune)
-  executed_cross = stack_flops([(rows * width, width)], [(kept_executed, keys_each_group)],
-                               cfg.cross_layers, h, prune)
+  useful_last = executed_last = None
+  if cfg.prune_last_layer:
+    # Keys and values of every slot; queries (q, output, FFN) of the kept slots
+    # only. Useful: a kept real slot sees its own row, about the mean real row
+    # length. Executed: scores of every slot against its (packed) row.
+    useful_last = (kv_flops(real.sum(), h) + dense_flops(kept_real, h)
+                   + attention_flops(kept_real, real.mean(), h))
+    executed_last = (kv_flops(rows * width, h) + dense_flops(kept_executed, h)
+                     + attention_flops(rows * width, width, h))
+  useful_cross = stack_flops([(n, n) for n in real], cfg.cross_layers, h, useful_last)
+  executed_cross = stack_flops([(rows * width, width)], cfg.cross_layers, h, executed_last)
   clip = b["frame_mask"].sum(-1)
   f = b["frame_mask"].shape[-1]
-  temporal = (stack_flops([(clip.size * f, f)], None, cfg.temporal_layers, h, False)
-              - stack_flops([(n, n) for n in clip], None, cfg.temporal_layers, h, False))
+  temporal = (stack_flops([(clip.size * f, f)], cfg.temporal_layers, h)
+              - stack_flops([(n, n) for n in clip], cfg.temporal_layers, h))
   return executed_cross - useful_cross + temporal
 
 

@@ -168,26 +168,57 @@ class BertSelfAttention(nn.Module):
   torch_default_init: bool = False
 
   @nn.compact
-  def __call__(self, x, bias, deterministic: bool, kv=None):
-    """Queries from ``x`` [..., N, H]; keys and values from ``kv`` [..., S, H]
-    (default ``x``); ``bias`` broadcasts to [..., heads, N, S]."""
+  def __call__(self, x, bias, deterministic: bool, keep=None):
+    """``x`` [..., L, H]; ``bias`` broadcasts to [..., heads, L, L].
+
+    With ``keep`` int [G, N] (``BertEncoder``), only the kept positions are
+    queries: the output is theirs, [G, N, H]."""
     cfg = self.cfg
     h, nh = cfg.hidden_size, cfg.num_attention_heads
     hd = h // nh
     init = h if self.torch_default_init else None
-    kv = x if kv is None else kv
 
     def heads(name, y):
       y = dense(cfg, h, ("embed", "joined_kv"), name, torch_default_init=init)(y)
       return y.reshape(y.shape[:-1] + (nh, hd))
 
-    q, k, v = heads("query", x), heads("key", kv), heads("value", kv)
+    k, v = heads("key", x), heads("value", x)
+    if keep is None:
+      q = heads("query", x)
+    else:   # project the kept positions only, then put them back in their rows
+      q = place_kept(heads("query", take_kept(x, keep)), keep, x.shape[:-1])
     scores = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=_f32)
     scores = scores / math.sqrt(hd) + bias
     probs = jax.nn.softmax(scores, axis=-1)
     probs = nn.Dropout(cfg.attention_dropout)(probs, deterministic=deterministic)
     ctx = jnp.einsum("...hqk,...khd->...qhd", probs.astype(v.dtype), v)
-    return ctx.reshape(ctx.shape[:-2] + (h,))
+    ctx = ctx.reshape(ctx.shape[:-2] + (h,))
+    return ctx if keep is None else take_kept(ctx, keep)
+
+
+def take_kept(x, keep):
+  """Rows ``x`` [B, L, ...] -> the kept positions [G, N, ...] (``keep`` int
+  [G, N] into each group's flattened [(B / G) * L] positions)."""
+  g = keep.shape[0]
+  flat = x.reshape((g, -1) + x.shape[2:])
+  return jnp.take_along_axis(flat, keep.reshape(keep.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def place_kept(values, keep, rows_shape):
+  """Kept positions' ``values`` [G, N, ...] -> rows [B, L, ...] (zeros where
+  nothing is kept).
+
+  A gather through the inverse of ``keep``, not a scatter: a position kept
+  twice (padding slots may share one) is filled from one of its copies, so
+  its gradient is counted once."""
+  g, n = keep.shape
+  slots = math.prod(rows_shape) // g
+  owner = jnp.full((g, slots), n, jnp.int32).at[jnp.arange(g)[:, None], keep].set(
+      jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), keep.shape))
+  padded = jnp.concatenate([values, jnp.zeros_like(values[:, :1])], axis=1)
+  placed = jnp.take_along_axis(padded, owner.reshape(owner.shape + (1,) * (values.ndim - 2)),
+                               axis=1)
+  return placed.reshape(tuple(rows_shape) + values.shape[2:])
 
 
 class AddNorm(nn.Module):
@@ -211,23 +242,25 @@ class BertAttention(nn.Module):
   torch_default_init: bool = False
 
   @nn.compact
-  def __call__(self, x, bias, deterministic: bool, kv=None):
+  def __call__(self, x, bias, deterministic: bool, keep=None):
     ctx = BertSelfAttention(self.cfg, self.torch_default_init, name="self")(
-        x, bias, deterministic, kv)
+        x, bias, deterministic, keep)
     fan_in = self.cfg.hidden_size if self.torch_default_init else None
-    return AddNorm(self.cfg, "joined_kv", fan_in, name="output")(ctx, x, deterministic)
+    residual = x if keep is None else take_kept(x, keep)
+    return AddNorm(self.cfg, "joined_kv", fan_in, name="output")(ctx, residual, deterministic)
 
 
 class BertLayer(nn.Module):
-  """One post-LN layer. With ``kv`` [..., S, H], outputs only the positions
-  ``x`` [..., N, H] (taken from ``kv``) that attend to ``kv``: equal to those
-  rows of the full layer's output, for a fraction of its work."""
+  """One post-LN layer. With ``keep`` int [G, N] (``BertEncoder``), outputs
+  only the kept positions [G, N, H]: equal to those positions of the full
+  layer's output, for a fraction of its work (their queries, attention output
+  and feed-forward; keys and values are every position's)."""
   cfg: HeroConfig
 
   @nn.compact
-  def __call__(self, x, bias, deterministic: bool, kv=None):
+  def __call__(self, x, bias, deterministic: bool, keep=None):
     cfg = self.cfg
-    x = BertAttention(cfg, name="attention")(x, bias, deterministic, kv)
+    x = BertAttention(cfg, name="attention")(x, bias, deterministic, keep)
     hidden = Intermediate(cfg, name="intermediate")(x)
     return AddNorm(cfg, "mlp", name="output")(hidden, x, deterministic)
 
@@ -265,7 +298,7 @@ class BertEncoder(nn.Module):
 
     ``keep``: the positions whose output is read, int [G, N] into the
     flattened [G, (B / G) * L] positions of ``x`` [B, L, H] (G groups of rows,
-    e.g. videos). The last layer then computes only them (``keep_queries``)
+    e.g. videos). The last layer then computes only them (``BertLayer``)
     and the stack returns [G, N, H]: those positions' outputs, for a fraction
     of the last layer's work. A kept position of a padding slot gets a finite
     value of no meaning.
@@ -287,8 +320,7 @@ class BertEncoder(nn.Module):
       return x
     # The last layer as a submodule in both modes: under scan it binds to the
     # same ``layer_{N-1}`` parameters that _scan reads.
-    q, kv, q_bias = keep_queries(x, mask if segments is None else segments, keep)
-    out = layer(self.cfg, name=f"layer_{self.num_layers - 1}")(q, q_bias, deterministic, kv)
+    out = layer(self.cfg, name=f"layer_{self.num_layers - 1}")(x, bias, deterministic, keep)
     out = constrain(out, _hidden_names(out))
     self.sow("intermediates", "hidden_states", out)
     return out
@@ -313,28 +345,6 @@ class BertEncoder(nn.Module):
       body = jax.checkpoint(body, policy=self._remat_policy())
     x, _ = jax.lax.scan(body, x, (stacked, keys))
     return x
-
-
-def keep_queries(x, segments, keep):
-  """The last layer's inputs for ``BertEncoder(keep=...)``.
-
-  ``x`` [B, L, H] rows, ``segments`` [B, L] (a 0/1 mask, or packed segment ids;
-  0 is padding), ``keep`` int [G, N] into each group's flattened rows.
-  Returns queries [G, N, H], keys/values [G, (B / G) * L, H] and the bias
-  [G, 1, N, (B / G) * L]: a query sees the keys of its own row and segment
-  (0 or -10000, as ``attention_bias``/``segment_bias`` give its row alone; the
-  other rows' keys get -10000 and so weigh exactly 0, as padding does).
-  """
-  g = keep.shape[0]
-  b, length, h = x.shape
-  kv = constrain(x.reshape(g, (b // g) * length, h), ("batch", "length", "embed"))
-  q = jnp.take_along_axis(kv, keep[..., None], axis=1)
-  seg_k = segments.reshape(g, -1)
-  seg_q = jnp.take_along_axis(seg_k, keep, axis=1)
-  row_k = jnp.arange(seg_k.shape[1]) // length
-  same = ((keep // length)[..., :, None] == row_k) & (seg_q[..., :, None] == seg_k[:, None, :])
-  same &= seg_k[:, None, :] > 0
-  return q, kv, jnp.where(same, 0.0, ATTENTION_MASK_VALUE).astype(_f32)[:, None]
 
 
 def _hidden_names(x) -> tuple:
