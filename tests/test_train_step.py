@@ -354,3 +354,21 @@ def test_offloaded_optimizer_state_stays_on_the_host_and_changes_nothing(batches
   restored, _, _ = checkpointing.restore(mngr, offloaded)
   assert kinds(restored.opt_state) == {"pinned_host"}
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), jax.device_get(state))
+
+
+def test_adamw_state_keeps_the_chain_layout_and_takes_a_given_norm():
+  """The fused update keeps the state layout of the optax chain it replaced
+  (clip, Adam, lr, decay), so checkpoints restore; a norm handed in by the
+  step gives the update computed without it."""
+  params = {"kernel": jnp.ones((3, 4)), "bias": jnp.zeros((4,))}
+  grads = {"kernel": jnp.full((3, 4), 2.0), "bias": jnp.full((4,), -1.0)}
+  tx, _ = optimizer.hero_adamw(1e-2, warmup_steps=2, total_steps=10)
+  state = tx.init(params)
+  assert [type(s).__name__ for s in state] == [
+      "EmptyState", "_AdamState", "ScaleByScheduleState", "ScaleByScheduleState"]
+  no_decay, _ = optimizer.hero_adamw(1e-2, 2, 10, weight_decay=0.0, grad_clip=0.0)
+  assert [type(s).__name__ for s in no_decay.init(params)] == ["_AdamState", "ScaleByScheduleState"]
+  computed, _ = tx.update(grads, state, params)
+  given, _ = tx.update(grads, state, params, grad_norm=optax.tree.norm(grads))
+  for a, b in zip(jax.tree.leaves(computed), jax.tree.leaves(given)):
+    np.testing.assert_array_equal(a, b)

@@ -94,6 +94,8 @@ def make_train_step(model: Hero, objective, settings, tx, mesh, rules, shardings
   time. ``example_bank``: the objective's example bank
   (``hero_jax.data.example_bank``), for batches of ``example_ids``.
   """
+  tx = optax.with_extra_args_support(tx)   # any optax transformation; hero_adamw reads grad_norm
+
   def micro_grads(params, micro_batch, rng, step, banks):
     micro_batch = device_batch(micro_batch, banks)
 
@@ -121,8 +123,10 @@ def make_train_step(model: Hero, objective, settings, tx, mesh, rules, shardings
       rest = jax.tree.map(lambda x: x[1:], batch)
       (loss, metrics, grads), _ = jax.lax.scan(body, (loss, metrics, grads), (rest, rngs[1:]))
     finite = jnp.isfinite(loss) & _all_finite(grads)
+    grad_norm = optax.tree.norm(grads)   # once, for clipping and the metrics
+
     def apply(params, opt_state):
-      updates, opt_state = tx.update(grads, opt_state, params)
+      updates, opt_state = tx.update(grads, opt_state, params, grad_norm=grad_norm)
       return optax.apply_updates(params, updates), opt_state
 
     # A conditional rather than where(finite, new, old): with a select, XLA
@@ -136,7 +140,7 @@ def make_train_step(model: Hero, objective, settings, tx, mesh, rules, shardings
       opt_state = jax.device_put(opt_state, shardings.opt_state)
     new_state = TrainState(step=state.step + 1, params=new_params,
                            opt_state=opt_state)
-    outputs = {"metrics": metrics, "finite": finite, "grad_norm": optax.tree.norm(grads),
+    outputs = {"metrics": metrics, "finite": finite, "grad_norm": grad_norm,
                "param_norm": optax.tree.norm(new_state.params)}
     return new_state, outputs
 
