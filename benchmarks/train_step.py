@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import resource
 import time
 
@@ -409,7 +410,8 @@ def main():
   else:
     peak = measured_matmul_peak()
     print(f"device: {device.device_kind}; peak: {peak:.0f} GFLOP/s (numpy float32 2048^3 matmul, "
-          f"measured now)")
+          f"measured now); GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r} "
+          "(glibc.malloc.hugetlb=1: huge pages for XLA's buffers, see the README's Speed)")
   for name in args.models:
     if args.ab_prune:
       ab_prune(name, tasks.PRESETS[name](dtype=args.dtype, scan_layers=args.scan,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import sys
 
 from absl import app, flags
@@ -91,6 +92,11 @@ def main(argv):
       "process %d of %d; %d local / %d global devices: %s", jax.process_index(),
       jax.process_count(), jax.local_device_count(), jax.device_count(),
       jax.devices()[0].device_kind)
+  if jax.devices()[0].platform == "cpu" and "hugetlb" not in os.environ.get("GLIBC_TUNABLES", ""):
+    # Read by the loader at process start, so it can only be suggested here.
+    logging.getLogger("hero_jax").info(
+        "on CPU, GLIBC_TUNABLES=glibc.malloc.hugetlb=1 gives XLA's buffers huge pages: "
+        "base-model steps ran 5-10%% faster with it (README, Speed)")
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
   if config.mode == "train":
