@@ -96,7 +96,7 @@ def main(argv):
     # Read by the loader at process start, so it can only be suggested here.
     logging.getLogger("hero_jax").info(
         "on CPU, GLIBC_TUNABLES=glibc.malloc.hugetlb=1 gives XLA's buffers huge pages: "
-        "base-model steps ran 5-10%% faster with it (README, Speed)")
+        "base-model steps ran 6-11%% faster with it (README, Speed)")
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
   if config.mode == "train":
