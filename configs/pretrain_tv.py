@@ -8,6 +8,15 @@
 1024 videos per update (the original: 16 GPUs x 32 videos x 2 accumulation
 steps), objectives mlm : mfm-nce : fom : vsm = 2 : 2 : 1 : 2, AdamW
 (0.9, 0.98), lr 3e-5, 10k warmup steps, 100k steps, bfloat16 compute.
+
+The layout is unpacked at the recipe's maximum sizes (every row padded to 16
+frames + 61 tokens). For speed, pack the rows at sizes fitted to the built
+set (README, "Packed rows"): ``python -m hero_jax.packing --data_dir D
+--dataset hero_tv/videos --pack_videos 8`` prints the packed rows that groups
+of 8 videos need, then add ``--config.layout.packed_width=W
+--config.layout.packed_rows=P --config.layout.pack_videos=8
+--config.objectives.mlm.group_predictions=B`` (README, Speed, for what each
+of them saved on TV-like batches).
 """
 
 from configs import common
