@@ -212,6 +212,40 @@ def video_row_lengths(video: layout.VideoExample, max_txt_len: int) -> np.ndarra
                    for fr, ids in zip(video.sub_frames, video.sub_ids)], np.int64)
 
 
+def drawn_groups(per_video: list, pack_videos: int, epochs: int, seed: int) -> list:
+  """Per-row arrays of the videos, concatenated per pack group as shuffled
+  training batches draw the groups (``epochs`` random orders cut into groups
+  of ``pack_videos``); groups of one are the videos themselves."""
+  if pack_videos == 1:
+    return per_video
+  rng = np.random.default_rng(seed)
+  return [np.concatenate([per_video[i] for i in order[k:k + pack_videos]])
+          for order in (rng.permutation(len(per_video)) for _ in range(epochs))
+          for k in range(0, len(order) - pack_videos + 1, pack_videos)]
+
+
+def prediction_report(videos, max_txt_len: int = 60, pack_videos: int = 1,
+                      mask_prob: float = 0.15, draws: int = 10, epochs: int = 20,
+                      seed: int = 0) -> dict:
+  """MLM predictions per pack group (or per video), drawn as MLM's host
+  corruption draws them (each token with ``mask_prob``, a row with none gets
+  one), ``draws`` times per group of ``drawn_groups``: max, p99.9 and median.
+  The max sizes ``objectives.mlm.group_predictions`` (per video:
+  ``layout.max_predictions``); ``group_overflow`` counts what a smaller
+  budget leaves out."""
+  tokens = [np.array([min(len(ids), max_txt_len) for ids in v.sub_ids], np.int64) for v in videos]
+  groups = drawn_groups([t for t in tokens if t.size], pack_videos, epochs, seed)
+  rng = np.random.default_rng(seed + 1)
+  counts = []
+  for rows in groups:
+    chosen = rng.binomial(rows, mask_prob, size=(draws, rows.size))
+    chosen = np.where((chosen == 0) & (rows > 0), 1, chosen)   # the forced first token
+    counts.append(chosen.sum(-1))
+  counts = np.concatenate(counts)
+  return {"max": int(counts.max()), "p99.9": float(np.percentile(counts, 99.9)),
+          "p50": float(np.median(counts))}
+
+
 def fit_report(videos, widths, max_txt_len: int = 60, pack_videos: int = 1,
                epochs: int = 20, seed: int = 0) -> list:
   """Per packed width: packed rows needed per pack group (max, p99, p50) and the
@@ -225,12 +259,7 @@ def fit_report(videos, widths, max_txt_len: int = 60, pack_videos: int = 1,
   tokens = 1 + max(min(len(i), max_txt_len) for v in videos for i in v.sub_ids)
   rows = max(x.size for x in lengths)
   unpacked_share = sum(int(x.sum()) for x in lengths) / (len(lengths) * rows * (frames + tokens))
-  groups = lengths
-  if pack_videos > 1:
-    rng = np.random.default_rng(seed)
-    groups = [np.concatenate([lengths[i] for i in order[k:k + pack_videos]])
-              for order in (rng.permutation(len(lengths)) for _ in range(epochs))
-              for k in range(0, len(order) - pack_videos + 1, pack_videos)]
+  groups = drawn_groups(lengths, pack_videos, epochs, seed)
   useful = sum(int(x.sum()) for x in groups)
   out = []
   for width in widths:
@@ -259,6 +288,7 @@ def main(argv=None) -> None:
   parser.add_argument("--pack_videos", type=int, default=1,
                       help="layout.pack_videos: rows per group of this many videos, as shuffled "
                            "batches group them (20 random orders)")
+  parser.add_argument("--mask_prob", type=float, default=0.15, help="host.mask_prob")
   args = parser.parse_args(argv)
   if args.pack_videos < 1:
     parser.error(f"--pack_videos must be positive, got {args.pack_videos}")
@@ -273,6 +303,11 @@ def main(argv=None) -> None:
   for r in fit_report(videos, args.widths, args.max_txt_len, args.pack_videos):
     print(f"{r['packed_width']:12d} {r['packed_rows']:11d} {r['p99']:6.1f} {r['p50']:6.1f} "
           f"{r['packed_real_share']:17.1%} {r['unpacked_real_share']:9.1%}")
+  predictions = prediction_report(videos, args.max_txt_len, args.pack_videos, args.mask_prob)
+  key = ("objectives.mlm.group_predictions" if args.pack_videos > 1 else "layout.max_predictions")
+  print(f"MLM predictions per {per} (mask_prob {args.mask_prob}, 10 draws per {per}): "
+        f"max {predictions['max']}, p99.9 {predictions['p99.9']:.0f}, median "
+        f"{predictions['p50']:.0f} -> {key}={predictions['max']}")
 
 
 if __name__ == "__main__":

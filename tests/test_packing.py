@@ -211,7 +211,9 @@ def test_fit_report_matches_the_transforms_and_the_command_prints_it(tmp_path, c
                 "--widths", str(width)])
   out = capsys.readouterr().out
   assert "hero_synthetic/videos train: 12 videos; packed rows per video" in out
-  assert out.splitlines()[-1].split()[:2] == [str(width), str(max(need))]
+  assert out.splitlines()[-2].split()[:2] == [str(width), str(max(need))]
+  assert out.splitlines()[-1].endswith(
+      f"layout.max_predictions={packing.prediction_report(videos)['max']}")
   # Groups of 3 as shuffled batches draw them: never more rows than 3 videos alone, and a
   # larger real share than the videos packed alone.
   (grouped,) = packing.fit_report(videos, [width], pack_videos=3)
@@ -221,7 +223,31 @@ def test_fit_report_matches_the_transforms_and_the_command_prints_it(tmp_path, c
                 "--widths", str(width), "--pack_videos", "3"])
   out = capsys.readouterr().out
   assert "packed rows per group of 3 videos" in out
-  assert out.splitlines()[-1].split()[:2] == [str(width), str(grouped["packed_rows"])]
+  assert out.splitlines()[-2].split()[:2] == [str(width), str(grouped["packed_rows"])]
+  budget = packing.prediction_report(videos, pack_videos=3)["max"]
+  assert out.splitlines()[-1].endswith(f"objectives.mlm.group_predictions={budget}")
+
+
+def test_prediction_report_counts_what_mlm_draws():
+  """MLM predictions per video or group: exact at mask_prob 0 (one forced
+  token per non-empty row) and 1 (every token), and at 0.15 the median of
+  MLM's own host draws."""
+  from hero_jax.objectives import mlm
+  rng = np.random.default_rng(0)
+  videos = [layout.VideoExample(f"v{i}", np.zeros((6, 4), np.float32),
+                                [np.arange(5, 5 + int(n)) for n in rng.integers(0, 30, size=6)],
+                                [np.arange(j, j + 1) for j in range(6)]) for i in range(8)]
+  tokens = [[min(len(ids), 60) for ids in v.sub_ids] for v in videos]
+  nonempty = max(sum(n > 0 for n in t) for t in tokens)
+  assert packing.prediction_report(videos, mask_prob=0.0)["max"] == nonempty
+  assert packing.prediction_report(videos, mask_prob=1.0)["max"] == max(map(sum, tokens))
+  grouped = packing.prediction_report(videos, pack_videos=4, mask_prob=1.0)
+  assert grouped["max"] <= sum(sorted(map(sum, tokens))[-4:])
+  ctx = dataclasses.replace(fb.host_context(), mask_prob=0.15)
+  drawn = [sum(int(c.sum()) for c in mlm.draw_mlm_choices(videos[0], rng, ctx).chosen)
+           for _ in range(400)]
+  one = packing.prediction_report(videos[:1], draws=400)
+  assert abs(one["p50"] - np.median(drawn)) <= 1
 
 
 @pytest.mark.slow
