@@ -243,7 +243,7 @@ def prediction_report(videos, max_txt_len: int = 60, pack_videos: int = 1,
     counts.append(chosen.sum(-1))
   counts = np.concatenate(counts)
   return {"max": int(counts.max()), "p99.9": float(np.percentile(counts, 99.9)),
-          "p50": float(np.median(counts))}
+          "p50": float(np.median(counts)), "draws": draws}
 
 
 def fit_report(videos, widths, max_txt_len: int = 60, pack_videos: int = 1,
@@ -305,7 +305,7 @@ def main(argv=None) -> None:
           f"{r['packed_real_share']:17.1%} {r['unpacked_real_share']:9.1%}")
   predictions = prediction_report(videos, args.max_txt_len, args.pack_videos, args.mask_prob)
   key = ("objectives.mlm.group_predictions" if args.pack_videos > 1 else "layout.max_predictions")
-  print(f"MLM predictions per {per} (mask_prob {args.mask_prob}, 10 draws per {per}): "
+  print(f"MLM predictions per {per} (mask_prob {args.mask_prob}, {predictions['draws']} draws per {per}): "
         f"max {predictions['max']}, p99.9 {predictions['p99.9']:.0f}, median "
         f"{predictions['p50']:.0f} -> {key}={predictions['max']}")
 

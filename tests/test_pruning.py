@@ -77,8 +77,7 @@ def test_kept_positions_equal_the_full_stack_gradients_included(packed):
     return (out * weights).sum(), out
 
   def full(p, x):
-    out = encoder.apply({"params": p}, x, mask, True, segments).reshape(2, 12, -1)
-    out = jax.numpy.take_along_axis(out, keep[..., None], axis=1)
+    out = L.take_kept(encoder.apply({"params": p}, x, mask, True, segments), keep)
     return (out * weights).sum(), out
 
   (value, out), grads = jax.value_and_grad(kept, argnums=(0, 1), has_aux=True)(params, x)

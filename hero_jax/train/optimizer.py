@@ -8,7 +8,7 @@ corrected moments, unlike optax's ``scale_by_adam``), then the decoupled decay
 biases and for LayerNorms whose name ends in ``LayerNorm`` (the LayerNorm
 inside ``feat_regress`` is ``net_2`` and IS decayed, as in the original);
 global-norm clipping at 1.0 as torch's ``clip_grad_norm_`` does it (times
-``1 / (norm + 1e-6)`` when the norm exceeds 1); linear warmup then linear decay, clamped at
+``clip / (norm + 1e-6)`` when that is below 1); linear warmup then linear decay, clamped at
 1e-8, with the first update at step 1. Gradients of accumulated micro-batches
 are summed, not averaged (the original never divides by the count).
 """
