@@ -55,13 +55,20 @@ def packed_sizes(bench, width: int, group: int = 1, budget: int = 0):
   unpacked = bench.choose_sizes
 
   def choose_sizes(examples, ids, seed):
+    import numpy as np
     from hero_jax import layout, packing
-    from hero_jax.objectives import host
+    from hero_jax.objectives import host, registry
     sizes = unpacked(examples, ids, seed)
     ctx = host.HostContext(sizes=sizes, ids=ids, max_txt_len=bench.MAX_TXT_LEN)
     rows = layout.stack_examples([host.repr_example(ex, ctx) for ex in examples])
-    needed = packing.batch_rows_needed(rows["row_frame_mask"], rows["row_txt_mask"], width,
-                                       group)
+    # VSM packs its queries with its rows: its draws as bench_paired makes them.
+    rng = np.random.default_rng(seed)
+    vsm = layout.stack_examples([registry.get("vsm").make_example(ex, rng, ctx)
+                                 for ex in examples])
+    needed = max(packing.batch_rows_needed(rows["row_frame_mask"], rows["row_txt_mask"], width,
+                                           group),
+                 packing.batch_rows_needed(vsm["row_frame_mask"], vsm["row_txt_mask"], width,
+                                           group, vsm["query_mask"]))
     sizes = dataclasses.replace(sizes, packed_rows=needed, packed_width=width, pack_videos=group)
     if group > 1:
       pack_when_stacking(sizes, budget)

@@ -115,8 +115,13 @@ def fitted_sizes(videos, pack_width: int, queries: int = 5,
     return sizes
   ctx = host.HostContext(sizes=sizes, queries_per_video=queries)
   repr_rows = layout.stack_examples([host.repr_example(v, ctx) for v in videos])
-  rows = packing.batch_rows_needed(repr_rows["row_frame_mask"], repr_rows["row_txt_mask"],
-                                   pack_width, pack_videos)
+  # VSM packs its queries with its rows: its draws as make_batch makes them.
+  rng = np.random.default_rng(1)
+  vsm_rows = layout.stack_examples([registry.get("vsm").make_example(v, rng, ctx) for v in videos])
+  rows = max(packing.batch_rows_needed(repr_rows["row_frame_mask"], repr_rows["row_txt_mask"],
+                                       pack_width, pack_videos),
+             packing.batch_rows_needed(vsm_rows["row_frame_mask"], vsm_rows["row_txt_mask"],
+                                       pack_width, pack_videos, vsm_rows["query_mask"]))
   return dataclasses.replace(sizes, packed_rows=rows, packed_width=pack_width,
                              pack_videos=pack_videos)
 
@@ -226,6 +231,16 @@ def padding_flops(batch: dict, cfg, group_predictions: int = 0) -> float:
     rows, width = lengths.size, txt.shape[-1] + frames.shape[-1]
   h = cfg.hidden_size
   kept_real, kept_executed = kept_slots(b, frames, txt, group_predictions)
+  query_padding = 0.0
+  if "query_mask" in b:   # VSM's queries: text-only rows through the same stack
+    query_n = b["query_mask"].sum(-1).reshape(-1)
+    if "query_unpack_src" in b:   # in the packed rows; every query slot is kept
+      real = np.concatenate([real, query_n])
+      kept_real, kept_executed = kept_real + query_n.sum(), kept_executed + b["query_mask"].size
+    else:                         # beside them, padded to Lq
+      lq = b["query_mask"].shape[-1]
+      query_padding = (stack_flops([(query_n.size * lq, lq)], cfg.cross_layers, h)
+                       - stack_flops([(n, n) for n in query_n], cfg.cross_layers, h))
   useful_last = executed_last = None
   if cfg.prune_last_layer:
     # Keys and values of every slot; queries (q, output, FFN) of the kept slots
@@ -241,7 +256,7 @@ def padding_flops(batch: dict, cfg, group_predictions: int = 0) -> float:
   f = b["frame_mask"].shape[-1]
   temporal = (stack_flops([(clip.size * f, f)], cfg.temporal_layers, h)
               - stack_flops([(n, n) for n in clip], cfg.temporal_layers, h))
-  return executed_cross - useful_cross + temporal
+  return executed_cross - useful_cross + temporal + query_padding
 
 
 def peak_memory_gib() -> tuple:

@@ -95,7 +95,9 @@ def base_config(model: str = "base") -> ml_collections.ConfigDict:
       # width (0, 0: one row per subtitle, as the original); see "Packed rows"
       # in the README.
       "packed_rows": 0, "packed_width": 0, "pack_videos": 1})
-  c.host = ml_collections.ConfigDict({"max_txt_len": 60, "mask_prob": 0.15})
+  # pack_queries: with packed rows (layout.packed_rows), VSM's queries share
+  # the rows' packed rows instead of running padded beside them.
+  c.host = ml_collections.ConfigDict({"max_txt_len": 60, "mask_prob": 0.15, "pack_queries": True})
   # Objectives: key = registry name with '-' written '_'; 'ratio' is the
   # sampling weight (0: not trained), every other key is the objective's setting.
   c.objectives = objectives_config(**PRETRAINING_RATIOS)

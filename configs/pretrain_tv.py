@@ -13,8 +13,9 @@ The layout is unpacked at the recipe's maximum sizes (every row padded to 16
 frames + 61 tokens). For speed, pack the rows at sizes fitted to the built
 set (README, "Packed rows"): ``python -m hero_jax.packing --data_dir D
 --dataset hero_tv/videos --pack_videos 8`` prints the packed rows that groups
-of 8 videos need and an MLM prediction budget B per group, then add ``--config.layout.packed_width=W
---config.layout.packed_rows=P --config.layout.pack_videos=8
+of 8 videos need (P: the larger of ``packed_rows`` and ``vsm + queries``, VSM
+packing its queries with its rows) and an MLM prediction budget B per group,
+then add ``--config.layout.packed_width=W --config.layout.packed_rows=P --config.layout.pack_videos=8
 --config.objectives.mlm.group_predictions=B`` (README, Speed, for what each
 of them saved on TV-like batches).
 """

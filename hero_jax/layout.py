@@ -88,7 +88,12 @@ Objective-specific fields:
 * VSM / TVR: ``query_ids`` int32 [V, Q, Lq] (``[CLS]`` + ids, PAD padded),
   ``query_mask`` int32 [V, Q, Lq], ``query_st_ed`` int32 [V, Q, 2] (start and
   inclusive end frame, -1 for none). The query subtitles' row text is just
-  ``[SEP]`` in ``row_ids``.
+  ``[SEP]`` in ``row_ids``. With packed rows, ``vsm`` packs its queries as
+  text-only rows of the packed rows (``host.pack_queries``): then
+  ``query_unpack_src`` int32 [V, Q, Lq] (flat index ``p * W + w`` into the
+  group's packed slots of each real query token, 0 for padding), and
+  ``pack_src`` reads query q of the group's i-th video, token t, at
+  ``g * R * (M + T) + (i * Q + q) * Lq + t``.
   ``vsm-device`` sends instead every subtitle as a candidate query,
   ``vsm_query_ids`` / ``vsm_query_mask`` int32 [V, R, Lq], ``vsm_query_st_ed``
   int32 [V, R, 2] and ``vsm_matched`` int32 [V, R] (1 for a subtitle with a
@@ -180,6 +185,7 @@ def field_shapes(sizes: LayoutSizes, frame_dim: int, fields) -> dict:
       "query_ids": ((s.queries, s.max_query_tokens), np.int32),
       "query_mask": ((s.queries, s.max_query_tokens), np.int32),
       "query_st_ed": ((s.queries, 2), np.int32),
+      "query_unpack_src": ((s.queries, s.max_query_tokens), np.int32),
       "vsm_query_ids": ((s.max_rows, s.max_query_tokens), np.int32),
       "vsm_query_mask": ((s.max_rows, s.max_query_tokens), np.int32),
       "vsm_query_st_ed": ((s.max_rows, 2), np.int32),

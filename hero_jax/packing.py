@@ -50,37 +50,62 @@ def assign_rows(lengths, packed_rows: int, packed_width: int) -> list:
   return placed
 
 
-def pack_group(frames_n: np.ndarray, text_n: np.ndarray, sizes: layout.LayoutSizes) -> dict:
+def pack_group(frames_n: np.ndarray, text_n: np.ndarray, sizes: layout.LayoutSizes,
+               query_n: np.ndarray | None = None) -> dict:
   """The ``layout.PACK_FIELDS`` of a pack group: g videos whose rows (real
   frame and text slots of each, ``frames_n`` / ``text_n`` [g, R], left-aligned
   as the host transforms lay them out) share the group's ``packed_rows`` rows.
   Returns ``pack_src`` / ``pack_seg`` [P, W] and ``unpack_src`` [g, R, M + T];
   the indices run over the group's videos one after another (video i's row r
-  is the group's row i * R + r)."""
+  is the group's row i * R + r).
+
+  ``query_n`` [g, Q]: real tokens of each VSM query (left-aligned in its Lq
+  slots), packed as text-only rows after the group's rows: query q of video
+  i reads source slot ``g * R * (M + T) + (i * Q + q) * Lq + t`` and is
+  segment ``g * R + i * Q + q + 1``; ``query_unpack_src`` [g, Q, Lq] says
+  where each of its real tokens went (0 for padding)."""
   g, r_max = frames_n.shape
   m = sizes.max_row_frames
   width = m + sizes.max_row_tokens
   frames_n, text_n = frames_n.reshape(-1), text_n.reshape(-1)
+  rows = g * r_max
+  query_n = np.zeros((g, 0), np.int64) if query_n is None else np.asarray(query_n)
+  lq = sizes.max_query_tokens
+  if query_n.size and query_n.max() > sizes.packed_width:
+    raise RowsDoNotFit(f"a query has {int(query_n.max())} tokens, more than packed_width="
+                       f"{sizes.packed_width}")
+  lengths = np.concatenate([frames_n + text_n, query_n.reshape(-1)])
   pack_src = np.zeros((sizes.packed_rows, sizes.packed_width), np.int32)
   pack_seg = np.zeros((sizes.packed_rows, sizes.packed_width), np.int32)
-  unpack_src = np.zeros((g * r_max, width), np.int32)
-  for r, p, offset in assign_rows(frames_n + text_n, sizes.packed_rows, sizes.packed_width):
-    # The row's real slots in the unpacked [M frames ; T text] layout.
-    slots = np.concatenate([np.arange(frames_n[r]), m + np.arange(text_n[r])])
+  unpack_src = np.zeros((rows, width), np.int32)
+  query_unpack_src = np.zeros((query_n.size, lq), np.int32)
+  for item, p, offset in assign_rows(lengths, sizes.packed_rows, sizes.packed_width):
+    if item < rows:   # the row's real slots in the unpacked [M frames ; T text] layout
+      slots = np.concatenate([np.arange(frames_n[item]), m + np.arange(text_n[item])])
+      source, unpacked = item * width + slots, unpack_src[item]
+    else:             # a query: its tokens, after every row of the group
+      slots = np.arange(lengths[item])
+      source, unpacked = rows * width + (item - rows) * lq + slots, query_unpack_src[item - rows]
     at = offset + np.arange(slots.size)
-    pack_src[p, at] = r * width + slots
-    pack_seg[p, at] = r + 1
-    unpack_src[r, slots] = p * sizes.packed_width + at
-  return {"pack_src": pack_src, "pack_seg": pack_seg,
-          "unpack_src": unpack_src.reshape(g, r_max, width)}
+    pack_src[p, at] = source
+    pack_seg[p, at] = item + 1
+    unpacked[slots] = p * sizes.packed_width + at
+  out = {"pack_src": pack_src, "pack_seg": pack_seg,
+         "unpack_src": unpack_src.reshape(g, r_max, width)}
+  if query_n.shape[1]:
+    out["query_unpack_src"] = query_unpack_src.reshape(g, -1, lq)
+  return out
 
 
 def pack_fields(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray,
-                sizes: layout.LayoutSizes) -> dict:
-  """The ``layout.PACK_FIELDS`` of one video (no V axis) from its row masks."""
-  out = pack_group(row_frame_mask.sum(-1)[None], row_txt_mask.sum(-1)[None], sizes)
-  out["unpack_src"] = out["unpack_src"][0]
-  return out
+                sizes: layout.LayoutSizes, query_mask: np.ndarray | None = None) -> dict:
+  """The ``layout.PACK_FIELDS`` of one video (no V axis) from its row masks;
+  with its VSM ``query_mask`` [Q, Lq], its queries packed too
+  (``query_unpack_src``)."""
+  queries = None if query_mask is None else query_mask.sum(-1)[None]
+  out = pack_group(row_frame_mask.sum(-1)[None], row_txt_mask.sum(-1)[None], sizes, queries)
+  return {k: value[0] if k in ("unpack_src", "query_unpack_src") else value
+          for k, value in out.items()}
 
 
 def row_counts(batch: dict) -> np.ndarray:
@@ -89,10 +114,22 @@ def row_counts(batch: dict) -> np.ndarray:
                   axis=-1).astype(np.int16)
 
 
-def balanced_order(counts: np.ndarray, groups: int) -> np.ndarray:
+def query_counts(batch: dict) -> np.ndarray | None:
+  """int16 [V, Q]: the real tokens of every VSM query of a batch whose
+  objective packs its queries with the rows (its examples carry
+  ``query_unpack_src``); None otherwise."""
+  if "query_unpack_src" not in batch:
+    return None
+  return batch["query_mask"].sum(-1).astype(np.int16)
+
+
+def balanced_order(counts: np.ndarray, groups: int, queries: np.ndarray | None = None) -> np.ndarray:
   """A batch order whose ``groups`` pack groups hold about as many real slots
-  each: the videos, most slots first, dealt to the groups back and forth."""
+  each: the videos, most slots first (their queries' included), dealt to the
+  groups back and forth."""
   totals = counts.reshape(len(counts), -1).sum(-1)
+  if queries is not None:
+    totals = totals + queries.sum(-1)
   dealt = [[] for _ in range(groups)]
   for i, video in enumerate(np.argsort(-totals, kind="stable")):
     turn, at = divmod(i, groups)
@@ -100,10 +137,12 @@ def balanced_order(counts: np.ndarray, groups: int) -> np.ndarray:
   return np.concatenate(dealt).astype(np.int64)
 
 
-def pack_batch(counts: np.ndarray, sizes: layout.LayoutSizes, vids=None) -> tuple:
+def pack_batch(counts: np.ndarray, sizes: layout.LayoutSizes, vids=None,
+               queries: np.ndarray | None = None) -> tuple:
   """(fields, order) for a batch of ``row_counts`` [V, R, 2] in pack groups of
   ``sizes.pack_videos`` consecutive videos: ``pack_src`` / ``pack_seg``
-  [V / g, P, W], ``unpack_src`` [V, R, M + T].
+  [V / g, P, W], ``unpack_src`` [V, R, M + T]; with ``query_counts``
+  [V, Q], the queries packed too and ``query_unpack_src`` [V, Q, Lq].
 
   ``order`` is None when the batch's own order fits. Else, a crowded group
   having overflowed its P rows, the batch is regrouped (``balanced_order``)
@@ -116,28 +155,31 @@ def pack_batch(counts: np.ndarray, sizes: layout.LayoutSizes, vids=None) -> tupl
     raise ValueError(f"a batch of {v} videos does not split into pack groups of "
                      f"layout.pack_videos={g}")
   try:
-    return _pack_groups(counts, sizes, vids), None
+    return _pack_groups(counts, sizes, vids, queries), None
   except RowsDoNotFit:
     if v == g:
       raise
-  order = balanced_order(counts, v // g)
-  return _pack_groups(counts[order], sizes, None if vids is None else
-                      [vids[i] for i in order]), order
+  order = balanced_order(counts, v // g, queries)
+  return _pack_groups(counts[order], sizes, None if vids is None else [vids[i] for i in order],
+                      None if queries is None else queries[order]), order
 
 
-def _pack_groups(counts: np.ndarray, sizes: layout.LayoutSizes, vids) -> dict:
+def _pack_groups(counts: np.ndarray, sizes: layout.LayoutSizes, vids, queries) -> dict:
   groups, g = [], sizes.pack_videos
   for start in range(0, len(counts), g):
     try:
       groups.append(pack_group(counts[start:start + g, :, 0], counts[start:start + g, :, 1],
-                               sizes))
+                               sizes, None if queries is None else queries[start:start + g]))
     except RowsDoNotFit as e:
       names = list(vids[start:start + g]) if vids is not None else list(range(start, start + g))
       raise RowsDoNotFit(f"pack group of videos {names}: {e}; raise packed_rows (or "
                          "packed_width) in the layout sizes") from None
-  return {"pack_src": np.stack([x["pack_src"] for x in groups]),
-          "pack_seg": np.stack([x["pack_seg"] for x in groups]),
-          "unpack_src": np.concatenate([x["unpack_src"] for x in groups])}
+  out = {"pack_src": np.stack([x["pack_src"] for x in groups]),
+         "pack_seg": np.stack([x["pack_seg"] for x in groups])}
+  for key in ("unpack_src", "query_unpack_src"):   # per video
+    if key in groups[0]:
+      out[key] = np.concatenate([x[key] for x in groups])
+  return out
 
 
 def _pack_groups_of(batch: dict, sizes: layout.LayoutSizes, vids=None) -> tuple:
@@ -147,7 +189,7 @@ def _pack_groups_of(batch: dict, sizes: layout.LayoutSizes, vids=None) -> tuple:
   never packed."""
   if not sizes.packs_batches or "qa_row_ids" in batch:
     return batch, None
-  fields, order = pack_batch(row_counts(batch), sizes, vids)
+  fields, order = pack_batch(row_counts(batch), sizes, vids, query_counts(batch))
   if order is not None:
     batch = {k: value[order] for k, value in batch.items()}
   return {**batch, **fields}, order
@@ -175,17 +217,23 @@ def pack_keeping_order(batch: dict, sizes: layout.LayoutSizes) -> tuple:
   return batch, None if order is None else np.argsort(order)
 
 
-def rows_needed(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray, packed_width: int) -> int:
-  """Packed rows of ``packed_width`` one video needs (to choose ``packed_rows``)."""
-  return rows_for(row_lengths(row_frame_mask, row_txt_mask), packed_width)
+def rows_needed(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray, packed_width: int,
+                query_mask: np.ndarray | None = None) -> int:
+  """Packed rows of ``packed_width`` one video needs (to choose ``packed_rows``);
+  with its VSM ``query_mask`` [Q, Lq], for its queries too."""
+  return batch_rows_needed(row_frame_mask[None], row_txt_mask[None], packed_width, 1,
+                           None if query_mask is None else query_mask[None])
 
 
 def batch_rows_needed(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray, packed_width: int,
-                      pack_videos: int = 1) -> int:
+                      pack_videos: int = 1, query_mask: np.ndarray | None = None) -> int:
   """``packed_rows`` a batch (masks [V, R, M] / [V, R, T]) needs: the most
   packed rows of ``packed_width`` any pack group of ``pack_videos``
-  consecutive videos needs."""
+  consecutive videos needs (with ``query_mask`` [V, Q, Lq], its queries
+  packed too)."""
   lengths = row_lengths(row_frame_mask, row_txt_mask)
+  if query_mask is not None:
+    lengths = np.concatenate([lengths, query_mask.sum(-1)], axis=1)
   return max(rows_for(lengths[v:v + pack_videos].reshape(-1), packed_width)
              for v in range(0, len(lengths), pack_videos))
 
@@ -210,6 +258,23 @@ def video_row_lengths(video: layout.VideoExample, max_txt_len: int) -> np.ndarra
   out: its frames, [SEP]/[CLS] and the subtitle cut to ``max_txt_len``."""
   return np.array([len(fr) + 1 + min(len(ids), max_txt_len)
                    for fr, ids in zip(video.sub_frames, video.sub_ids)], np.int64)
+
+
+def vsm_row_lengths(video: layout.VideoExample, rng: np.random.Generator, max_txt_len: int,
+                    queries: int) -> np.ndarray | None:
+  """Real slots of each row and then of each query of a video as ``vsm``
+  lays it out with one random draw of its queries (the query subtitles' rows
+  keep their frames and [SEP]; a query is [CLS] + its subtitle, the last
+  repeated up to ``queries``); None for a video without a matched subtitle
+  (``vsm`` skips it)."""
+  matched = [r for r, fr in enumerate(video.sub_frames) if len(fr)]
+  if not matched:
+    return None
+  chosen = sorted(rng.choice(matched, size=min(queries, len(matched)), replace=False).tolist())
+  text = [min(len(ids), max_txt_len) for ids in video.sub_ids]
+  rows = [len(fr) + 1 + (0 if r in chosen else text[r]) for r, fr in enumerate(video.sub_frames)]
+  picks = chosen + [chosen[-1]] * (queries - len(chosen))
+  return np.array(rows + [1 + text[q] for q in picks], np.int64)
 
 
 def drawn_groups(per_video: list, pack_videos: int, epochs: int, seed: int) -> list:
@@ -247,12 +312,15 @@ def prediction_report(videos, max_txt_len: int = 60, pack_videos: int = 1,
 
 
 def fit_report(videos, widths, max_txt_len: int = 60, pack_videos: int = 1,
-               epochs: int = 20, seed: int = 0) -> list:
+               epochs: int = 20, seed: int = 0, queries: int = 5) -> list:
   """Per packed width: packed rows needed per pack group (max, p99, p50) and the
   share of executed cross-modal slots that are real, packed (P = the max) and
   unpacked. Groups of one are the videos; groups of ``pack_videos`` > 1 are
   drawn as shuffled training batches make them (``epochs`` random orders of
-  the videos, cut into groups): P is then the most any drawn group needed."""
+  the videos, cut into groups): P is then the most any drawn group needed.
+  ``vsm_packed_rows``: the most any group needs for ``vsm``, whose
+  ``queries`` per video share its packed rows (random draws of them; with
+  groups of one video, one draw per video)."""
   lengths = [video_row_lengths(v, max_txt_len) for v in videos]
   lengths = [x for x in lengths if x.size]
   frames = max(max(len(fr) for fr in v.sub_frames) for v in videos if v.sub_frames)
@@ -261,6 +329,14 @@ def fit_report(videos, widths, max_txt_len: int = 60, pack_videos: int = 1,
   unpacked_share = sum(int(x.sum()) for x in lengths) / (len(lengths) * rows * (frames + tokens))
   groups = drawn_groups(lengths, pack_videos, epochs, seed)
   useful = sum(int(x.sum()) for x in groups)
+  # VSM's rows with its queries packed beside them (host.pack_queries), a new
+  # draw of the queries each epoch.
+  rng = np.random.default_rng(seed + 2)
+  vsm_groups = []
+  for epoch in range(epochs if pack_videos > 1 else 1):
+    per_video = [vsm_row_lengths(v, rng, max_txt_len, queries) for v in videos]
+    vsm_groups += drawn_groups([x for x in per_video if x is not None], pack_videos, 1,
+                               seed + epoch)
   out = []
   for width in widths:
     if width < frames + tokens:
@@ -269,7 +345,8 @@ def fit_report(videos, widths, max_txt_len: int = 60, pack_videos: int = 1,
     out.append({"packed_width": width, "packed_rows": int(need.max()),
                 "p99": float(np.percentile(need, 99)), "p50": float(np.median(need)),
                 "packed_real_share": useful / (len(groups) * int(need.max()) * width),
-                "unpacked_real_share": unpacked_share})
+                "unpacked_real_share": unpacked_share,
+                "vsm_packed_rows": max((rows_for(x, width) for x in vsm_groups), default=0)})
   return out
 
 
@@ -289,6 +366,8 @@ def main(argv=None) -> None:
                       help="layout.pack_videos: rows per group of this many videos, as shuffled "
                            "batches group them (20 random orders)")
   parser.add_argument("--mask_prob", type=float, default=0.15, help="host.mask_prob")
+  parser.add_argument("--queries", type=int, default=5,
+                      help="layout.queries: VSM queries per video, packed with its rows")
   args = parser.parse_args(argv)
   if args.pack_videos < 1:
     parser.error(f"--pack_videos must be positive, got {args.pack_videos}")
@@ -298,11 +377,15 @@ def main(argv=None) -> None:
   videos = [source.video(i) for i in range(count)]
   per = "video" if args.pack_videos == 1 else f"group of {args.pack_videos} videos"
   print(f"{args.dataset} {args.split}: {count} videos; packed rows per {per}")
+  print("('vsm + queries': the packed rows vsm needs with its queries packed beside its rows, "
+        "host.pack_queries; with vsm in the mix, take the larger)")
   print(f"{'packed_width':>12s} {'packed_rows':>11s} {'p99':>6s} {'p50':>6s} "
-        f"{'real slots packed':>17s} {'unpacked':>9s}")
-  for r in fit_report(videos, args.widths, args.max_txt_len, args.pack_videos):
+        f"{'real slots packed':>17s} {'unpacked':>9s} {'vsm + queries':>13s}")
+  for r in fit_report(videos, args.widths, args.max_txt_len, args.pack_videos,
+                      queries=args.queries):
     print(f"{r['packed_width']:12d} {r['packed_rows']:11d} {r['p99']:6.1f} {r['p50']:6.1f} "
-          f"{r['packed_real_share']:17.1%} {r['unpacked_real_share']:9.1%}")
+          f"{r['packed_real_share']:17.1%} {r['unpacked_real_share']:9.1%} "
+          f"{r['vsm_packed_rows']:13d}")
   predictions = prediction_report(videos, args.max_txt_len, args.pack_videos, args.mask_prob)
   key = ("objectives.mlm.group_predictions" if args.pack_videos > 1 else "layout.max_predictions")
   print(f"MLM predictions per {per} (mask_prob {args.mask_prob}, {predictions['draws']} draws per {per}): "

@@ -280,12 +280,14 @@ def build_batch(task: str, stats=None, sizes=None) -> dict:
 
 
 def packed_sizes() -> layout.LayoutSizes:
-  """The fixture sizes, packed as tightly as the fixture videos allow."""
+  """The fixture sizes, packed as tightly as the fixture videos allow (the
+  whole rows, and VSM's rows with its queries packed beside them)."""
   sizes = fixture_sizes()
   width = sizes.max_row_frames + sizes.max_row_tokens
-  batch = build_batch("repr")
-  rows = max(packing.rows_needed(f, t, width)
-             for f, t in zip(batch["row_frame_mask"], batch["row_txt_mask"]))
+  batch, vsm = build_batch("repr"), build_batch("vsm")
+  rows = max(packing.batch_rows_needed(batch["row_frame_mask"], batch["row_txt_mask"], width),
+             packing.batch_rows_needed(vsm["row_frame_mask"], vsm["row_txt_mask"], width,
+                                       query_mask=vsm["query_mask"]))
   return dataclasses.replace(sizes, packed_rows=rows, packed_width=width)
 
 

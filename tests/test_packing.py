@@ -9,7 +9,7 @@ import pytest
 
 from hero_jax import layout, packing
 from hero_jax.model.hero import Hero
-from hero_jax.objectives import host
+from hero_jax.objectives import host, registry
 from tests import fixture_batches as fb
 from tests import reference
 
@@ -121,9 +121,11 @@ def group_sizes(group: int) -> layout.LayoutSizes:
   sizes = fb.packed_sizes()
   if group == 1:
     return sizes
-  batch = fb.build_batch("repr")
-  rows = packing.batch_rows_needed(batch["row_frame_mask"], batch["row_txt_mask"],
-                                   sizes.packed_width, group)
+  batch, vsm = fb.build_batch("repr"), fb.build_batch("vsm")   # VSM: its queries packed too
+  rows = max(packing.batch_rows_needed(batch["row_frame_mask"], batch["row_txt_mask"],
+                                       sizes.packed_width, group),
+             packing.batch_rows_needed(vsm["row_frame_mask"], vsm["row_txt_mask"],
+                                       sizes.packed_width, group, vsm["query_mask"]))
   assert rows < group * sizes.packed_rows   # the group shares rows: fewer than alone
   return dataclasses.replace(sizes, packed_rows=rows, pack_videos=group)
 
@@ -138,7 +140,8 @@ def packed_batch(name: str, group: int) -> dict:
 @pytest.mark.parametrize("name", OBJECTIVES)
 def test_packed_rows_give_the_unpacked_losses_and_outputs(name, group):
   plain, packed = fb.build_batch(name), packed_batch(name, group)
-  assert set(packed) == set(plain) | set(layout.PACK_FIELDS)
+  queries = {"query_unpack_src"} if name == "vsm" else set()   # VSM packs its queries too
+  assert set(packed) == set(plain) | set(layout.PACK_FIELDS) | queries
   videos = len(plain["frames"])
   assert packed["pack_src"].shape[0] == videos // group
   assert packed["unpack_src"].shape[0] == videos
@@ -158,6 +161,46 @@ def test_packed_rows_give_the_unpacked_losses_and_outputs(name, group):
     slots = np.concatenate([plain["row_frame_mask"], plain["row_txt_mask"]], -1).astype(bool)
     np.testing.assert_allclose(rows(inter_packed)[slots], rows(inter_plain)[slots],
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("prune", [True, False])
+@pytest.mark.parametrize("group", [1, 3])
+def test_vsm_queries_packed_with_the_rows_give_the_unpacked_gradients(group, prune):
+  """``vsm`` with packed rows runs its queries as text-only rows of the same
+  packed rows (one encoder pass): the loss, the metrics and every parameter's
+  gradient are the unpacked ones, with the last layer pruned or not; with
+  ``host.pack_queries=False`` the queries stay beside the rows."""
+  from hero_jax.objectives import vsm
+  sizes = group_sizes(group)
+  plain, packed = fb.build_batch("vsm"), packed_batch("vsm", group)
+  ctx = dataclasses.replace(fb.host_context(), sizes=sizes, pack_queries=False)
+  beside = packing.pack_stacked(layout.stack_examples(
+      [vsm.build_vsm_example(v, c, ctx) for v, c in zip(fb.videos(), fb.task_choices("vsm"))]),
+      sizes)
+  assert "query_unpack_src" in packed and "query_unpack_src" not in beside
+  # Every real query token sits in a packed slot of its own segment.
+  q_src = packed["query_unpack_src"].reshape(len(packed["pack_src"]), -1)
+  real = packed["query_mask"].reshape(q_src.shape).astype(bool)
+  seg = packed["pack_seg"].reshape(q_src.shape[0], -1)
+  for g in range(q_src.shape[0]):
+    assert len(set(q_src[g][real[g]])) == real[g].sum()
+    assert np.all(seg[g][q_src[g][real[g]]] > group * sizes.max_rows)
+  model = Hero(reference.model_config().replace(prune_last_layer=prune))
+  objective = registry.get("vsm")
+  settings = objective.make_settings()
+
+  def loss_and_grads(batch):
+    fn = lambda p: objective.loss(model, p, batch, settings)  # noqa: E731
+    return jax.jit(jax.value_and_grad(fn, has_aux=True))(reference.params())
+  (loss_a, metrics_a), grads_a = loss_and_grads(plain)
+  for batch in (packed, beside):
+    (loss_b, metrics_b), grads_b = loss_and_grads(batch)
+    np.testing.assert_allclose(loss_b, loss_a, rtol=1e-5, atol=1e-6)
+    for key in metrics_a:
+      np.testing.assert_allclose(metrics_b[key], metrics_a[key], rtol=1e-5, atol=1e-5,
+                                 err_msg=key)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-6),
+                 grads_a, grads_b)
 
 
 @pytest.mark.parametrize("prune", [True, False])
@@ -198,20 +241,35 @@ def test_fit_report_matches_the_transforms_and_the_command_prints_it(tmp_path, c
   from hero_jax.data import pipeline
   videos = [pipeline.VideoSource(data_dir, "train").video(i) for i in range(12)]
   sizes = dataclasses.replace(fb.fixture_sizes(), max_frames=20, max_rows=32, max_row_frames=20,
-                              max_row_tokens=61)
+                              max_row_tokens=61, max_query_tokens=61)
   ctx = dataclasses.replace(fb.host_context(), sizes=sizes)
+  assert ctx.max_txt_len == 60 and sizes.queries == 5   # the report's defaults
   rows = layout.stack_examples([host.repr_example(v, ctx) for v in videos])
   width = 96
   need = [packing.rows_needed(f, t, width)
           for f, t in zip(rows["row_frame_mask"], rows["row_txt_mask"])]
   (report,) = packing.fit_report(videos, [width])
   assert report["packed_rows"] == max(need) and report["p50"] == np.median(need)
+  # VSM: the rows without the queries' text and the queries, as vsm draws and lays them out
+  # (the report's draws: default_rng(seed + 2), one per video).
+  rng = np.random.default_rng(2)
+  vsm_ex = []
+  for v in videos:
+    try:
+      vsm_ex.append(registry.get("vsm").make_example(v, rng, ctx))
+    except registry.SkipExample:   # no matched subtitle: vsm skips it, and so does the report
+      pass
+  assert all("query_unpack_src" not in ex for ex in vsm_ex)   # unpacked sizes: nothing packed
+  vsm_need = [packing.rows_needed(ex["row_frame_mask"], ex["row_txt_mask"], width,
+                                  ex["query_mask"]) for ex in vsm_ex]
+  assert report["vsm_packed_rows"] == max(vsm_need) >= 1
   assert report["packed_real_share"] > report["unpacked_real_share"]
   packing.main(["--data_dir", str(tmp_path), "--dataset", "hero_synthetic/videos",
                 "--widths", str(width)])
   out = capsys.readouterr().out
   assert "hero_synthetic/videos train: 12 videos; packed rows per video" in out
   assert out.splitlines()[-2].split()[:2] == [str(width), str(max(need))]
+  assert out.splitlines()[-2].split()[-1] == str(max(vsm_need))
   assert out.splitlines()[-1].endswith(
       f"layout.max_predictions={packing.prediction_report(videos)['max']}")
   # Groups of 3 as shuffled batches draw them: never more rows than 3 videos alone, and a

@@ -275,7 +275,8 @@ class HierarchicalEncoder(nn.Module):
     self.mask_embedding = L.embed(cfg, 2, cfg.frame_feat_dim, (None, "frame_feat"), "mask_embedding")
     self.fom_output = MLPLayer(cfg, cfg.fom_num_classes)
 
-  def cross_modal(self, batch, frames, mfm_mask, deterministic, slots=None, grouped=False):
+  def cross_modal(self, batch, frames, mfm_mask, deterministic, slots=None, grouped=False,
+                  query_ids=None):
     """Runs every subtitle row through ``f_encoder``: [V, R, M+T, H].
 
     ``slots``: int [V, N] into each video's flattened row slots [R * (M+T)];
@@ -283,7 +284,12 @@ class HierarchicalEncoder(nn.Module):
     ``cfg.prune_last_layer`` only they go through the last layer. With
     ``grouped`` (packed rows only) ``slots`` are int [G, N] into each pack
     group's flattened row slots (its videos' one after another) and the
-    outputs [G, N, H]."""
+    outputs [G, N, H].
+
+    ``query_ids`` [V, Q, Lq] (VSM queries packed with the rows, batches with
+    ``query_unpack_src``): the queries' text runs in the same packed rows,
+    and the result is (rows' outputs, query token states [V, Q, Lq, H]; any
+    value at padding), as ``Hero.encode_query`` encodes them alone."""
     row_frame_mask = batch["row_frame_mask"]
     row_feats = _gather_rows(frames, batch["row_frame_idx"])
     row_feats = jnp.where(row_frame_mask[..., None].astype(bool), row_feats, 0)
@@ -295,8 +301,17 @@ class HierarchicalEncoder(nn.Module):
     pruned = slots is not None and self.cfg.prune_last_layer
     if grouped and "pack_src" not in batch:
       raise ValueError("slots of pack groups (grouped=True) need packed rows (pack_src)")
+    queries = query_tokens = None
+    if query_ids is not None:
+      if "query_unpack_src" not in batch:
+        raise ValueError("query_ids go through the rows' encoder pass only when the batch packs "
+                         "them (query_unpack_src)")
+      queries = self.f_encoder.embed_text(query_ids, deterministic)
     if "pack_src" in batch:
-      out = self._encode_packed(x, batch, deterministic, slots if pruned else None, grouped)
+      out = self._encode_packed(x, batch, deterministic, slots if pruned else None, grouped,
+                                queries)
+      if queries is not None:
+        out, query_tokens = out
     else:
       v, r = x.shape[:2]
       flat = x.reshape((v * r,) + x.shape[2:])
@@ -306,41 +321,53 @@ class HierarchicalEncoder(nn.Module):
                                   keep=slots if pruned else None)
       if not pruned:
         out = out.reshape(x.shape)
-    if pruned:
-      return out
-    self.sow("intermediates", "cross_modal_output", out)
-    if grouped:   # the groups' videos' rows one after another
-      out = out.reshape((batch["pack_src"].shape[0], -1) + out.shape[2:])
-    return out if slots is None else take_slots(out, slots)
+    if not pruned:
+      self.sow("intermediates", "cross_modal_output", out)
+      if grouped:   # the groups' videos' rows one after another
+        out = out.reshape((batch["pack_src"].shape[0], -1) + out.shape[2:])
+      if slots is not None:
+        out = take_slots(out, slots)
+    return out if queries is None else (out, query_tokens)
 
-  def _encode_packed(self, x, batch, deterministic, slots=None, grouped=False):
+  def _encode_packed(self, x, batch, deterministic, slots=None, grouped=False, queries=None):
     """Embedded rows [V, R, M+T, H] -> packed rows [G*P, W, H] (G pack groups of
     V / G videos) -> encoder -> back to [V, R, M+T, H] (``hero_jax.packing``;
     padding slots get any output), or with ``slots`` only those slots' outputs
-    [V, N, H] (``cross_modal``)."""
+    [V, N, H] (``cross_modal``). With embedded ``queries`` [V, Q, Lq, H],
+    packed after the rows, also their token states: (rows, queries)."""
     groups, p, w = batch["pack_src"].shape
     v, h = x.shape[0], x.shape[-1]
     group_slots = x.reshape(groups, -1, h)   # a group's videos' row slots, one after another
+    if queries is not None:                  # then its videos' query slots
+      group_slots = jnp.concatenate(
+          [group_slots, queries.reshape(groups, -1, h).astype(group_slots.dtype)], axis=1)
+      query_src = batch["query_unpack_src"].reshape(groups, -1)
     packed = _gather_rows(group_slots, batch["pack_src"]).reshape(groups * p, w, h)
     packed = L.constrain(packed, ("batch", "length", "embed"))
     segments = batch["pack_seg"].reshape(groups * p, w)
     if slots is not None:
       owners = groups if grouped else v   # slots into each group's, or each video's, row slots
       keep = jnp.take_along_axis(batch["unpack_src"].reshape(owners, -1), slots, axis=1)
-      out = self.f_encoder.encode(packed, None, deterministic, segments=segments,
-                                  keep=keep.reshape(groups, -1))
-      return out if grouped else out.reshape(v, -1, h)
+      keep = keep.reshape(groups, -1)
+      n = keep.shape[1]
+      if queries is not None:   # the queries' tokens are read too: kept after the slots
+        keep = jnp.concatenate([keep, query_src], axis=1)
+      out = self.f_encoder.encode(packed, None, deterministic, segments=segments, keep=keep)
+      rows = out[:, :n] if grouped else out[:, :n].reshape(v, -1, h)
+      return rows if queries is None else (rows, out[:, n:].reshape(queries.shape))
     out = self.f_encoder.encode(packed, None, deterministic, segments=segments)
-    unpack = batch["unpack_src"].reshape(groups, -1)
-    return _gather_rows(out.reshape(groups, p * w, h), unpack).reshape(x.shape)
+    out = out.reshape(groups, p * w, h)
+    rows = _gather_rows(out, batch["unpack_src"].reshape(groups, -1)).reshape(x.shape)
+    return rows if queries is None else (rows, _gather_rows(out, query_src).reshape(queries.shape))
 
-  def fuse(self, batch, *, mfm_mask=None, deterministic=True):
+  def fuse(self, batch, *, mfm_mask=None, deterministic=True, query_ids=None):
     """The temporal input before positions: frame_transform(raw) + matched.
 
     With ``mfm_mask`` (MFM), masked frames are zeroed at both levels, the
     frame-level mask embedding goes into ``f_encoder`` and the clip-level one
     (``v_encoder.mask_embedding``, every position, padding included) into
-    ``frame_transform``.
+    ``frame_transform``. With ``query_ids`` (packed VSM queries,
+    ``cross_modal``): (fused, query token states).
     """
     frames = batch["frames"].astype(_f32)
     if mfm_mask is not None:
@@ -349,8 +376,12 @@ class HierarchicalEncoder(nn.Module):
     # Only the frame slots' outputs are read: r * (M+T) + j, j < M.
     width = m + batch["row_ids"].shape[-1]
     frame_slots = (jnp.arange(r)[:, None] * width + jnp.arange(m)).reshape(1, r * m)
-    cross = self.cross_modal(batch, frames, mfm_mask, deterministic,
-                             slots=jnp.broadcast_to(frame_slots, (v, r * m)))
+    slots = jnp.broadcast_to(frame_slots, (v, r * m))
+    if query_ids is None:   # (the baselines' cross_modal has no queries)
+      cross = self.cross_modal(batch, frames, mfm_mask, deterministic, slots=slots)
+    else:
+      cross, query_tokens = self.cross_modal(batch, frames, mfm_mask, deterministic, slots=slots,
+                                             query_ids=query_ids)
     matched = _scatter_rows(cross.reshape(v, r, m, -1), batch["row_frame_idx"],
                             batch["row_frame_mask"], frames.shape[1])
     clip = frames
@@ -361,8 +392,8 @@ class HierarchicalEncoder(nn.Module):
     transformed = self.frame_transform(clip, deterministic)
     self.sow("intermediates", "frame_transform_output", transformed)
     self.sow("intermediates", "matched_frames", matched)
-    fused = transformed + matched.astype(transformed.dtype)
-    return L.constrain(fused, ("batch", "length", "embed"))
+    fused = L.constrain(transformed + matched.astype(transformed.dtype), ("batch", "length", "embed"))
+    return fused if query_ids is None else (fused, query_tokens)
 
   def temporal(self, fused, frame_mask, deterministic):
     return self.c_encoder(fused, frame_mask, deterministic)
@@ -426,15 +457,21 @@ class HierarchicalEncoder(nn.Module):
     self.sow("intermediates", "cross_modal_output", cross)
     return cross
 
-  def __call__(self, batch, *, mfm_mask=None, fom_source=None, deterministic=True):
-    """The video representation (task ``'repr'``): [V, F, H]."""
-    fused = self.fuse(batch, mfm_mask=mfm_mask, deterministic=deterministic)
+  def __call__(self, batch, *, mfm_mask=None, fom_source=None, deterministic=True,
+               query_ids=None):
+    """The video representation (task ``'repr'``): [V, F, H]; with
+    ``query_ids`` (packed VSM queries, ``cross_modal``) and the query token
+    states: (video, queries)."""
+    fused = self.fuse(batch, mfm_mask=mfm_mask, deterministic=deterministic, query_ids=query_ids)
+    if query_ids is not None:
+      fused, query_tokens = fused
     if fom_source is not None:
       # FOM: fused frames move to their shuffled slots before the temporal
       # transformer, so a moved frame gets its new slot's position embedding.
       fused = jnp.take_along_axis(fused, fom_source[..., None], axis=1)
     self.sow("intermediates", "temporal_input", fused)
-    return self.temporal(fused, batch["frame_mask"], deterministic)
+    out = self.temporal(fused, batch["frame_mask"], deterministic)
+    return out if query_ids is None else (out, query_tokens)
 
 
 def video_encoder(cfg: HeroConfig) -> nn.Module:
@@ -521,13 +558,26 @@ class Hero(nn.Module):
   def encode_query(self, query_ids, query_mask, deterministic=True):
     """[..., Lq] query ids -> modular query vector [..., H] (float32)."""
     f = self.v_encoder.f_encoder
-    shape = query_ids.shape
-    ids = query_ids.reshape(-1, shape[-1])
-    mask = query_mask.reshape(-1, shape[-1])
-    tokens = f.encode(f.embed_text(ids, deterministic), mask, deterministic)
+    ids = query_ids.reshape(-1, query_ids.shape[-1])
+    tokens = f.encode(f.embed_text(ids, deterministic), query_mask.reshape(ids.shape),
+                      deterministic)
+    return self._modular_queries(tokens, query_mask, deterministic)
+
+  def video_and_queries(self, batch, deterministic=True):
+    """(video [V, F, H], modular queries [V, Q, H]) of a batch whose VSM
+    queries are packed with its rows (``query_unpack_src``): one pass of the
+    cross-modal transformer for both, the same values as ``__call__`` and
+    ``encode_query`` (``tests/test_packing.py``)."""
+    seq, tokens = self.v_encoder(batch, deterministic=deterministic,
+                                 query_ids=batch["query_ids"])
+    tokens = tokens.reshape((-1,) + tokens.shape[-2:])
+    return seq, self._modular_queries(tokens, batch["query_mask"], deterministic)
+
+  def _modular_queries(self, tokens, query_mask, deterministic):
+    """Query token states [N, Lq, H] -> ``q_feat_attn`` vectors [..., H]."""
     self.sow("intermediates", "query_tokens", tokens)
-    q = self.q_feat_attn(tokens, mask, deterministic)
-    return q.reshape(shape[:-1] + (q.shape[-1],))
+    q = self.q_feat_attn(tokens, query_mask.reshape(tokens.shape[:2]), deterministic)
+    return q.reshape(query_mask.shape[:-1] + (q.shape[-1],))
 
   def st_ed_logits(self, query, frames, frame_mask, conv_input_mask):
     """Start/end logits of each query against frames (``mask_logits`` applied).

@@ -48,7 +48,8 @@ class HostContext:
   ``queries_per_video`` is VSM's ``query_per_video`` and must equal
   ``sizes.queries`` because every video contributes exactly that many rows.
   ``frame_length``: seconds per frame of the features (moment times ->
-  frame indices).
+  frame indices). ``pack_queries``: with packed rows, VSM's queries are
+  packed into the rows' packed rows too (``hero_jax.packing``).
   """
   sizes: layout.LayoutSizes
   ids: SpecialIds = SpecialIds()
@@ -56,6 +57,7 @@ class HostContext:
   mask_prob: float = 0.15
   queries_per_video: int = 5
   frame_length: float = 1.5
+  pack_queries: bool = True
 
   def __post_init__(self):
     if self.queries_per_video != self.sizes.queries:

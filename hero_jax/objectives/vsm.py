@@ -8,7 +8,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from hero_jax import layout
+from hero_jax import layout, packing
 from hero_jax.model import layers
 from hero_jax.objectives import common
 from hero_jax.objectives import host
@@ -79,7 +79,7 @@ def build_vsm_example(video: layout.VideoExample, choices: VsmChoices,
   s = ctx.sizes
   subs = query_subtitles(video, choices, ctx)
   rows = host.sep_row_texts(video, ctx, text_removed=subs, max_txt_len=ctx.max_txt_len)
-  out = host.build_video_fields(video, ctx, rows, stats)
+  out = host.build_video_fields(video, ctx, rows, stats, pack=not ctx.pack_queries)
   query_ids = np.full((s.queries, s.max_query_tokens), ctx.ids.pad, np.int32)
   query_mask = np.zeros((s.queries, s.max_query_tokens), np.int32)
   st_ed = np.zeros((s.queries, 2), np.int32)
@@ -95,7 +95,25 @@ def build_vsm_example(video: layout.VideoExample, choices: VsmChoices,
   out["query_ids"] = query_ids
   out["query_mask"] = query_mask
   out["query_st_ed"] = st_ed
+  if s.packed and ctx.pack_queries:
+    out.update(pack_with_queries(video, out, ctx))
   return out
+
+
+def pack_with_queries(video: layout.VideoExample, example: dict, ctx: host.HostContext) -> dict:
+  """The packing fields of a VSM example whose queries share the packed rows:
+  packed here when each video packs alone; with pack groups, a placeholder
+  ``query_unpack_src`` that marks the example's queries for the batch's
+  packing (``packing.pack_stacked``)."""
+  s = ctx.sizes
+  if s.packs_batches:
+    return {"query_unpack_src": np.zeros((s.queries, s.max_query_tokens), np.int32)}
+  try:
+    return packing.pack_fields(example["row_frame_mask"], example["row_txt_mask"], s,
+                               example["query_mask"])
+  except packing.RowsDoNotFit as e:
+    raise ValueError(f"video {video.vid!r}: {e} (its rows and VSM queries); raise packed_rows "
+                     "(or packed_width) in the layout sizes, or set host.pack_queries=False") from None
 
 
 def make_vsm_example(video: layout.VideoExample, rng: np.random.Generator,
@@ -151,8 +169,11 @@ class VsmSettings:
 def vsm_outputs(model, batch, conv_sees_padding=True, deterministic=True):
   """Frames [V, F, H], modular queries [V, Q, H], own-video start/end logits
   [V, Q, F] (a model method)."""
-  seq = model(batch, deterministic=deterministic)
-  queries = model.encode_query(batch["query_ids"], batch["query_mask"], deterministic)
+  if "query_unpack_src" in batch:   # queries packed with the rows: one encoder pass
+    seq, queries = model.video_and_queries(batch, deterministic)
+  else:
+    seq = model(batch, deterministic=deterministic)
+    queries = model.encode_query(batch["query_ids"], batch["query_mask"], deterministic)
   frame_mask = batch["frame_mask"]
   conv_mask = common.below_longest_video(frame_mask) if conv_sees_padding else frame_mask
   st, ed = model.st_ed_logits(queries, seq[:, None], frame_mask[:, None], conv_mask[:, None])

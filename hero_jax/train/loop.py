@@ -123,6 +123,7 @@ class Trainer:
   def _context(self, videos):
     return pipeline.host_context(videos, self.sizes, max_txt_len=self.config.host.max_txt_len,
                                  mask_prob=self.config.host.mask_prob,
+                                 pack_queries=self.config.host.pack_queries,
                                  queries_per_video=self.sizes.queries)
 
   def _load_frame_bank(self) -> tuple:
