@@ -6,6 +6,8 @@ useful and executed FLOPs, MFU, compile time and peak memory.
   python benchmarks/train_step.py --pack 96                # rows packed into rows of 96 slots
   python benchmarks/train_step.py --scan --remat dots      # scan over layers, rematerialised
   python benchmarks/train_step.py --ab_prune --pack 96     # prune_last_layer on vs off, alternating
+  python benchmarks/train_step.py --pack 96 --no_pack_queries  # VSM's queries beside the rows
+  python benchmarks/train_step.py --offload_opt_state      # Adam moments in pinned host memory
   python benchmarks/train_step.py --models base --dtype bfloat16 --batch 64 --pack 96  # a GPU/TPU
 
 Rows (``--rows``):
@@ -23,8 +25,10 @@ transformer stacks, counted analytically (per layer and token 24 H^2 + 4 L H
 multiply-adds, x3 for forward and backward) from the real row lengths; with
 ``prune_last_layer`` (the default; ``--no_prune`` turns it off) the last
 cross-modal layer counts keys and values for every real slot and the rest
-only for the real slots it keeps (``padding_flops``); the heads and
-embeddings are counted as executed. MFU = FLOP/s over the device's
+only for the real slots it keeps (``padding_flops``); VSM's queries run
+through the same stack, in the packed rows (host.pack_queries) or beside
+them padded to Lq, and are counted the same way; the heads and embeddings
+are counted as executed. MFU = FLOP/s over the device's
 peak: ``--peak_tflops``, else a known peak for the device kind (bf16 dense),
 else on CPU a numpy float32 matmul measured now. Peak memory: the device's
 ``peak_bytes_in_use`` where it reports one, else the process's peak RSS; per
@@ -270,7 +274,8 @@ def bench(name: str, cfg, args, peak_gflops: float) -> None:
   ids = host.SpecialIds(mask=min(cfg.vocab_size - 1, 50264), v_range=(4, min(cfg.vocab_size, 50261)))
   videos = make_videos(args.rows, args.batch, cfg.frame_feat_dim, ids.v_range[1])
   sizes = fitted_sizes(videos, args.pack, pack_videos=args.pack_videos)
-  ctx = host.HostContext(sizes=sizes, ids=ids, queries_per_video=5)
+  ctx = host.HostContext(sizes=sizes, ids=ids, queries_per_video=5,
+                         pack_queries=not args.no_pack_queries)
   mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
   rules = sharding.DEFAULT_RULES
   tx, _ = optimizer.hero_adamw(3e-5, 10, 1000)
@@ -278,13 +283,14 @@ def bench(name: str, cfg, args, peak_gflops: float) -> None:
 
   def state_for(heads):
     if heads not in states:
-      states[heads] = step_lib.create_state(cfg.replace(heads=heads), tx, mesh, rules, seed=0)
+      states[heads] = step_lib.create_state(cfg.replace(heads=heads), tx, mesh, rules, seed=0,
+                                            offload_opt_state=args.offload_opt_state)
     return states[heads]
   state = state_for(cfg.heads)
   print(f"\n{name}: {sum(x.size for x in jax.tree.leaves(state.params)):,} params, "
         f"{args.batch} videos per step, {args.rows} rows, compute {cfg.dtype}, "
         f"scan_layers {cfg.scan_layers}, remat {cfg.remat_cross}, "
-        f"prune_last_layer {cfg.prune_last_layer}, "
+        f"prune_last_layer {cfg.prune_last_layer}, offload_opt_state {args.offload_opt_state}, "
         f"{packing_words(args)}; sizes {sizes}")
   print(f"{'objective':9s} {'compile s':>9s} {'step s':>8s} {'videos/s':>9s} "
         f"{'executed GFLOP':>14s} {'useful GFLOP':>12s} {'useful/exec':>11s} {'GFLOP/s':>8s} "
@@ -404,6 +410,10 @@ def main():
   parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--scan", action="store_true", help="model.scan_layers: scan over layers")
+  parser.add_argument("--no_pack_queries", action="store_true",
+                      help="host.pack_queries=False: with --pack, VSM's queries run beside the rows")
+  parser.add_argument("--offload_opt_state", action="store_true",
+                      help="train.offload_opt_state: Adam moments in pinned host memory")
   parser.add_argument("--remat", default="none", choices=["none", "full", "dots"],
                       help="model.remat_cross and remat_temporal")
   parser.add_argument("--no_prune", action="store_true",
