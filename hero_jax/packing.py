@@ -172,8 +172,10 @@ def _pack_groups(counts: np.ndarray, sizes: layout.LayoutSizes, vids, queries) -
                                sizes, None if queries is None else queries[start:start + g]))
     except RowsDoNotFit as e:
       names = list(vids[start:start + g]) if vids is not None else list(range(start, start + g))
-      raise RowsDoNotFit(f"pack group of videos {names}: {e}; raise packed_rows (or "
-                         "packed_width) in the layout sizes") from None
+      what = "" if queries is None else " (its rows and VSM queries)"
+      fix = "" if queries is None else ", or set host.pack_queries=False"
+      raise RowsDoNotFit(f"pack group of videos {names}: {e}{what}; raise packed_rows (or "
+                         f"packed_width) in the layout sizes{fix}") from None
   out = {"pack_src": np.stack([x["pack_src"] for x in groups]),
          "pack_seg": np.stack([x["pack_seg"] for x in groups])}
   for key in ("unpack_src", "query_unpack_src"):   # per video

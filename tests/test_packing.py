@@ -178,6 +178,12 @@ def test_vsm_queries_packed_with_the_rows_give_the_unpacked_gradients(group, pru
       [vsm.build_vsm_example(v, c, ctx) for v, c in zip(fb.videos(), fb.task_choices("vsm"))]),
       sizes)
   assert "query_unpack_src" in packed and "query_unpack_src" not in beside
+  # Too few packed rows: per video (the example) or per group (the batch), the error names
+  # the queries and the switch.
+  tight = dataclasses.replace(sizes, packed_rows=1)
+  with pytest.raises(ValueError, match=r"\(its rows and VSM queries\); raise packed_rows .*"
+                                       r"host.pack_queries=False"):
+    packing.pack_stacked(fb.build_batch("vsm", sizes=tight), tight)
   # Every real query token sits in a packed slot of its own segment.
   q_src = packed["query_unpack_src"].reshape(len(packed["pack_src"]), -1)
   real = packed["query_mask"].reshape(q_src.shape).astype(bool)
