@@ -65,10 +65,7 @@ def packed_sizes(bench, width: int, group: int = 1, budget: int = 0):
     rng = np.random.default_rng(seed)
     vsm = layout.stack_examples([registry.get("vsm").make_example(ex, rng, ctx)
                                  for ex in examples])
-    needed = max(packing.batch_rows_needed(rows["row_frame_mask"], rows["row_txt_mask"], width,
-                                           group),
-                 packing.batch_rows_needed(vsm["row_frame_mask"], vsm["row_txt_mask"], width,
-                                           group, vsm["query_mask"]))
+    needed = packing.packed_rows_for([rows, vsm], width, group)
     sizes = dataclasses.replace(sizes, packed_rows=needed, packed_width=width, pack_videos=group)
     if group > 1:
       pack_when_stacking(sizes, budget)

@@ -122,10 +122,7 @@ def fitted_sizes(videos, pack_width: int, queries: int = 5,
   # VSM packs its queries with its rows: its draws as make_batch makes them.
   rng = np.random.default_rng(1)
   vsm_rows = layout.stack_examples([registry.get("vsm").make_example(v, rng, ctx) for v in videos])
-  rows = max(packing.batch_rows_needed(repr_rows["row_frame_mask"], repr_rows["row_txt_mask"],
-                                       pack_width, pack_videos),
-             packing.batch_rows_needed(vsm_rows["row_frame_mask"], vsm_rows["row_txt_mask"],
-                                       pack_width, pack_videos, vsm_rows["query_mask"]))
+  rows = packing.packed_rows_for([repr_rows, vsm_rows], pack_width, pack_videos)
   return dataclasses.replace(sizes, packed_rows=rows, packed_width=pack_width,
                              pack_videos=pack_videos)
 

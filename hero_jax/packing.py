@@ -240,6 +240,14 @@ def batch_rows_needed(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray, pack
              for v in range(0, len(lengths), pack_videos))
 
 
+def packed_rows_for(batches, packed_width: int, pack_videos: int = 1) -> int:
+  """``packed_rows`` that fits every one of some unpacked stacked batches:
+  the most ``batch_rows_needed`` of any, a VSM batch's (``query_mask``) with
+  its queries, as ``vsm`` packs them with its rows (``host.pack_queries``)."""
+  return max(batch_rows_needed(b["row_frame_mask"], b["row_txt_mask"], packed_width, pack_videos,
+                               b.get("query_mask")) for b in batches)
+
+
 def rows_for(lengths, packed_width: int) -> int:
   """Packed rows of ``packed_width`` that rows of ``lengths`` slots need."""
   return 1 + max((p for _, p, _ in assign_rows(lengths, len(lengths), packed_width)), default=-1)

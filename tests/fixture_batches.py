@@ -284,10 +284,7 @@ def packed_sizes() -> layout.LayoutSizes:
   whole rows, and VSM's rows with its queries packed beside them)."""
   sizes = fixture_sizes()
   width = sizes.max_row_frames + sizes.max_row_tokens
-  batch, vsm = build_batch("repr"), build_batch("vsm")
-  rows = max(packing.batch_rows_needed(batch["row_frame_mask"], batch["row_txt_mask"], width),
-             packing.batch_rows_needed(vsm["row_frame_mask"], vsm["row_txt_mask"], width,
-                                       query_mask=vsm["query_mask"]))
+  rows = packing.packed_rows_for([build_batch("repr"), build_batch("vsm")], width)
   return dataclasses.replace(sizes, packed_rows=rows, packed_width=width)
 
 

@@ -121,11 +121,9 @@ def group_sizes(group: int) -> layout.LayoutSizes:
   sizes = fb.packed_sizes()
   if group == 1:
     return sizes
-  batch, vsm = fb.build_batch("repr"), fb.build_batch("vsm")   # VSM: its queries packed too
-  rows = max(packing.batch_rows_needed(batch["row_frame_mask"], batch["row_txt_mask"],
-                                       sizes.packed_width, group),
-             packing.batch_rows_needed(vsm["row_frame_mask"], vsm["row_txt_mask"],
-                                       sizes.packed_width, group, vsm["query_mask"]))
+  # VSM's batch counts its queries too.
+  rows = packing.packed_rows_for([fb.build_batch("repr"), fb.build_batch("vsm")],
+                                 sizes.packed_width, group)
   assert rows < group * sizes.packed_rows   # the group shares rows: fewer than alone
   return dataclasses.replace(sizes, packed_rows=rows, pack_videos=group)
 
