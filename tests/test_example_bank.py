@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import common, pretrain_tiny
-from hero_jax import layout
+from hero_jax import layout, packing as packing_lib
 from hero_jax.data import build, example_bank, frame_bank, pipeline
 from hero_jax.objectives import registry
 from hero_jax.train import loop, sharding, step as step_lib
@@ -53,6 +53,53 @@ def test_bank_examples_are_the_host_paths(synthetic, objective, group):
   assert set(gathered) == set(host)
   for key in host:
     np.testing.assert_array_equal(gathered[key], host[key], err_msg=key)
+
+
+@pytest.mark.parametrize("objective,group", [("fom-device", 1), ("vsm-device", 2)])
+def test_each_process_makes_and_holds_only_its_share_of_a_sharded_bank(synthetic, objective,
+                                                                        group):
+  """Two simulated processes of 4 devices each: each makes the examples of
+  every second record, puts them in its own devices' rows, and its index
+  stream draws only those; the gathered rows are the one-process bank's
+  examples of the same records, with the same pack fields."""
+  videos = pipeline.VideoSource(synthetic, "train", max_clip_len=30, decode_frames=False)
+  _, indexes = frame_bank.load_rows({"tv": [pipeline.VideoSource(synthetic, "train",
+                                                                 max_clip_len=30)]}, 30)
+  sizes = layout.LayoutSizes(**{**SIZES.__dict__, "pack_videos": group,
+                                "packed_rows": SIZES.packed_rows * group - group // 2})
+  ctx = pipeline.host_context(videos, sizes, queries_per_video=SIZES.queries)
+  whole, whole_rows = example_bank.make_examples(videos, objective, ctx, indexes["tv"])
+  assert not whole_rows.skipped
+  mesh = sharding.make_mesh({"data": 4, "fsdp": 2 // group, "model": group})
+  n = len(videos)
+  per_device = example_bank.rows_per_device([len(range(q, n, 2)) for q in range(2)], [4, 4])
+  shape = (per_device * mesh.size,)
+  held = frame_bank.bank_sharding(mesh, "sharded").devices_indices_map(shape)
+  blocks, rows = {}, []
+  for p in range(2):
+    part = example_bank.concatenate({"tv": example_bank.make_examples(
+        videos, objective, ctx, indexes["tv"], share=(p, 2))})
+    own = [index[0].indices(shape[0])[:2] for d, index in held.items() if d.id // 4 == p]
+    part_blocks, part_rows = example_bank.share_blocks(*part, own)
+    for field, field_blocks in part_blocks.items():
+      blocks.setdefault(field, {}).update(field_blocks)
+    assert all(any(s <= i < e for s, e in own) for i in part_rows["tv"].ids)
+    rows.append(part_rows["tv"])
+  bank = {field: frame_bank.place_blocks(b, shape + whole[field].shape[1:], mesh, "sharded")
+          for field, b in blocks.items()}
+  for p in range(2):
+    batch = next(example_bank.IndexIterator(rows[p], objective, 4, seed=0, shuffle=False,
+                                            process_index=p, process_count=2, sizes=sizes))
+    records = list(range(p, n, 2))[:4]
+    gathered = jax.device_get(jax.jit(example_bank.gather)(batch, bank))
+    for field in whole:
+      np.testing.assert_array_equal(gathered[field], whole[field][records], err_msg=field)
+    if group > 1:
+      pack, _ = packing_lib.pack_batch(whole_rows.row_counts[records], sizes, vids=records)
+      for field in pack:
+        np.testing.assert_array_equal(batch[field], pack[field], err_msg=field)
+  with pytest.raises(ValueError, match="process 1 has no device in the mesh"):
+    example_bank.rows_per_device([10, 10], [8, 0])
 
 
 @pytest.mark.slow

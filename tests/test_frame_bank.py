@@ -57,6 +57,81 @@ def test_bank_rows_cut_to_max_clip_len_and_missing_videos_are_named(synthetic):
     frame_bank.check_config("on", "float16")
 
 
+def test_builders_record_each_videos_stored_frame_rows(synthetic):
+  for split in ("train", "val"):
+    videos = pipeline.VideoSource(synthetic, split, max_clip_len=None)
+    assert videos.metadata["frame_rows"][split] == [
+        len(videos[i]["frames"]) for i in range(len(videos))]
+
+
+class CountingSource:
+  """A ``VideoSource`` that counts which records are read."""
+
+  def __init__(self, source):
+    self.source, self.reads = source, []
+
+  def __getattr__(self, name):
+    return getattr(self.source, name)
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    self.reads.append(i)
+    return self.source[i]
+
+
+@pytest.mark.parametrize("mode", ["replicated", "sharded"])
+def test_bank_laid_out_from_the_metadata_equals_the_one_pass_bank(synthetic, mode):
+  """The bank from the recorded frame rows (each host reads only its devices'
+  rows) equals the bank read in one pass, and so does the older-build path
+  that counts the rows first."""
+  mesh = sharding.make_mesh({"data": 4, "fsdp": 2, "model": 1})
+  sources = {"tv": [pipeline.VideoSource(synthetic, "train", max_clip_len=30),
+                    pipeline.VideoSource(synthetic, "val", max_clip_len=30)]}
+  host_bank, indexes = frame_bank.load_rows(sources, max_clip_len=30)
+  bank, got_indexes = frame_bank.load(sources, 30, mesh, mode, "float16")
+  assert got_indexes == indexes
+  n = host_bank.shape[0]
+  assert bank.shape[0] == (-(-n // 8) * 8 if mode == "sharded" else n)
+  np.testing.assert_array_equal(np.asarray(bank)[:n], host_bank)
+  assert not np.asarray(bank)[n:].any()
+  counted = frame_bank.counted_rows(sources)
+  assert counted == frame_bank.recorded_rows(sources)
+  plan = frame_bank.BankPlan(sources, 30, counted)
+  assert plan.indexes == indexes and plan.total == n and not plan.frames
+
+
+def test_a_host_reads_only_the_records_of_its_devices_rows(synthetic):
+  """Process 1 of 2 of a sharded bank over 8 devices holds the last 4 blocks:
+  it reads just the records with rows there, and gets the bank's rows."""
+  videos = CountingSource(pipeline.VideoSource(synthetic, "train", max_clip_len=30))
+  sources = {"tv": [videos]}
+  host_bank, _ = frame_bank.load_rows(sources, max_clip_len=30)
+  plan = frame_bank.BankPlan(sources, 30, frame_bank.recorded_rows(sources))
+  videos.reads.clear()
+  size = -(-plan.total // 8)
+  blocks = [(b * size, (b + 1) * size) for b in range(4, 8)]
+  got = frame_bank.host_blocks(plan, blocks)
+  padded = np.concatenate([host_bank, np.zeros((8 * size - plan.total, plan.dim), np.float16)])
+  for start, stop in blocks:
+    np.testing.assert_array_equal(got[(start, stop)], padded[start:stop])
+  first = 4 * size
+  assert videos.reads == [v.record for v in plan.videos if v.offset + v.rows > first]
+  assert 0 < len(videos.reads) < len(videos)
+
+
+def test_frame_rows_that_disagree_with_a_record_are_named(synthetic):
+  videos = pipeline.VideoSource(synthetic, "train", max_clip_len=30)
+  sources = {"tv": [videos]}
+  stored = frame_bank.recorded_rows(sources)
+  stored[id(videos)] = [n + 1 for n in stored[id(videos)]]
+  plan = frame_bank.BankPlan(sources, 30, stored)
+  with pytest.raises(ValueError, match=f"video {videos.video_ids[0]!r} has frames .* "
+                     "frame_rows .* rebuild the dataset"):
+    frame_bank.host_blocks(plan, [(0, plan.total)])
+
+
 @pytest.mark.parametrize("mode", ["replicated", "sharded"])
 def test_placed_bank_gathers_the_rows_on_a_mesh(mode):
   mesh = sharding.make_mesh({"data": 4, "fsdp": 2, "model": 1})

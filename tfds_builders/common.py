@@ -49,6 +49,7 @@ class HeroBuilder(tfds.core.GeneratorBasedBuilder):
     self.max_clip_len = int(max_clip_len)
     self.reports: dict = {}
     self.video_ids: dict = {}
+    self.frame_rows: dict = {}   # stored frame rows per record: the frame bank's layout
     self.special_ids: Optional[dict] = None
     super().__init__(**kwargs)
 
@@ -90,10 +91,13 @@ class HeroBuilder(tfds.core.GeneratorBasedBuilder):
   def _video_examples(self, split: str, recs):
     """(key, example) of stored videos; refuses a split with no usable video."""
     report, ids = self._report(split), self.video_ids.setdefault(split, [])
+    rows = self.frame_rows.setdefault(split, [])
     for rec in recs:
       ids.append(rec.vid)
+      rows.append(len(rec.frames))
       yield rec.vid, records.encode_video(rec)
     self.info.metadata["video_ids"] = self.video_ids
+    self.info.metadata["frame_rows"] = self.frame_rows
     print(report.format())
     report.check_videos()
 

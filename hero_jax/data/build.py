@@ -123,14 +123,15 @@ def finish_beam_build(builder) -> None:
   from hero_jax.data import records
   from hero_jax.data.report import BrokenDataError
   counts = dict(getattr(builder, "beam_counts", {}))
-  ids = {}
+  ids, rows = {}, {}
   for split in builder.info.splits:
     report = builder._report(split)
     source = builder.as_data_source(split)
-    ids[split] = []
+    ids[split], rows[split] = [], []
     for i in range(len(source)):
       rec = records.record_from_example(source[i])
       ids[split].append(rec.vid)
+      rows[split].append(len(rec.frames))
       report.add_video(rec)
   for name, n in counts.items():  # Beam counters cover all splits together
     kind, _, reason = name.partition(":")
@@ -144,6 +145,7 @@ def finish_beam_build(builder) -> None:
       epath.Path(builder.data_dir).rmtree()
     raise
   builder.info.metadata["video_ids"] = ids
+  builder.info.metadata["frame_rows"] = rows
   builder.info.write_to_directory(builder.data_dir)
   for report in builder.reports.values():
     print(report.format())

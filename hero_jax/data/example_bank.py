@@ -11,18 +11,22 @@ jitted step gathers the batch from the bank (``gather``), then its frames
 from the frame bank. The host's per-step work is slicing a permutation, so the
 input no longer limits the step at any accelerator speed.
 
-Layout: one array per field, [N, ...] in the field's dtype (the stacked
-examples of every dataset: dataset d holds rows ``start_d .. end_d - 1``),
-``replicated`` on every device or ``sharded`` (rows over all mesh devices,
-padded with zero rows to divide them). Memory: the layout's per-video
-fields, about 20 KB a video at the base layout (int32; 36 KB for
-``vsm-device``), so about 0.45 GB per objective for the TV set's 21.8k videos.
+Layout: one array per field, [N, ...] in the field's dtype. ``replicated``:
+every process makes every example (dataset d holds rows ``start_d ..
+end_d - 1``) and every device holds them all. ``sharded``: each process
+makes only its share of each dataset's records (every process_count-th) and
+its examples fill its own devices' rows (``share_blocks``; zero rows pad
+each device's block), so a host's memory and start time are 1/processes of
+the bank's. Memory: the layout's per-video fields, about 20 KB a video at the
+base layout (int32; 36 KB for ``vsm-device``), so about 0.45 GB per objective
+for the TV set's 21.8k videos.
 
-Order: ``IndexIterator`` draws this process's share of a dataset's rows
-(``process_index::process_count``) in a new permutation every epoch, from
-(seed, objective, epoch); not grain's order, so a run with the bank sees the
-videos in another order than without. Videos the objective skips are counted
-once, when the bank is made (the host-fed path counts them every epoch).
+Order: ``IndexIterator`` draws this process's rows (its own with
+``sharded``, every process_count-th with ``replicated``) in a new permutation
+every epoch, from (seed, objective, epoch); not grain's order, so a run with
+the bank sees the videos in another order than without. Videos the objective
+skips are counted once, when the bank is made (the host-fed path counts them
+every epoch); with ``sharded`` each process counts its share's.
 """
 
 from __future__ import annotations
@@ -61,6 +65,10 @@ class DatasetRows:
   # int16 [n, R, 2] (``packing.row_counts``) when the layout packs groups of
   # several videos: IndexIterator packs each batch's groups from them.
   row_counts: Optional[np.ndarray] = None
+  # The bank rows this process made and samples (one per example, in the
+  # order of ``row_counts``), when each process made only its own share of a
+  # sharded bank (``load``); None: rows ``start .. end - 1``, every process's.
+  ids: Optional[np.ndarray] = None
 
 
 # Records per task of a worker process; a split of fewer is made in process.
@@ -75,24 +83,26 @@ def _start_worker(transform, source, worker_count: int) -> None:
   _worker_job = (transform, source)
 
 
-def _transform_range(start: int, stop: int) -> list:
+def _transform_records(records: list) -> list:
   transform, source = _worker_job
-  return [transform(i, (i, source[i])) for i in range(start, stop)]
+  return [transform(i, (i, source[i])) for i in records]
 
 
-def transformed(transform, source, workers: int = 0, chunk: int = CHUNK_RECORDS):
-  """``transform`` over every record of ``source``, in record order; in
-  ``workers`` spawned processes, ``chunk`` records per task, when the split
-  has more than one chunk (the result is the same)."""
-  ranges = [(s, min(s + chunk, len(source))) for s in range(0, len(source), chunk)]
-  if workers <= 0 or len(ranges) < 2:
-    yield from (transform(i, (i, source[i])) for i in range(len(source)))
+def transformed(transform, source, workers: int = 0, chunk: int = CHUNK_RECORDS,
+                records=None):
+  """``transform`` over the records ``records`` of ``source`` (default all),
+  in order; in ``workers`` spawned processes, ``chunk`` records per task,
+  when there is more than one chunk (the result is the same)."""
+  records = list(range(len(source)) if records is None else records)
+  chunks = [records[s:s + chunk] for s in range(0, len(records), chunk)]
+  if workers <= 0 or len(chunks) < 2:
+    yield from (transform(i, (i, source[i])) for i in records)
     return
-  count = min(workers, len(ranges))
+  count = min(workers, len(chunks))
   with concurrent.futures.ProcessPoolExecutor(
       count, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
       initargs=(transform, source, count)) as pool:
-    for outs in pool.map(_transform_range, *zip(*ranges)):
+    for outs in pool.map(_transform_records, chunks):
       yield from outs
 
 
@@ -104,11 +114,12 @@ def worker_count(setting: int) -> int:
 
 
 def make_examples(videos, objective: str, ctx, frame_index, workers: int = 0,
-                  chunk: int = CHUNK_RECORDS) -> tuple:
-  """(stacked examples {field: [n, ...]}, DatasetRows with start 0) of every
-  record of ``videos`` (a ``pipeline.VideoSource``, or a ``QueryJoin``)
+                  chunk: int = CHUNK_RECORDS, share: tuple = (0, 1)) -> tuple:
+  """(stacked examples {field: [n, ...]}, DatasetRows with start 0) of the
+  records of ``videos`` (a ``pipeline.VideoSource``, or a ``QueryJoin``)
   through the objective's host transform, with frames as rows of the frame
-  bank's ``frame_index``; in ``workers`` processes (``transformed``)."""
+  bank's ``frame_index``; in ``workers`` processes (``transformed``).
+  ``share`` (i, n): only records i, i + n, ... (process i's of n)."""
   from hero_jax.data import pipeline
   spec = registry.get(objective)
   if videos.kind != spec.records:
@@ -119,7 +130,8 @@ def make_examples(videos, objective: str, ctx, frame_index, workers: int = 0,
                                        shard_len=len(source), max_clip_len=videos.max_clip_len,
                                        kind=spec.records, frame_index=frame_index)
   examples, skipped, skipped_ids, stats = [], collections.Counter(), {}, collections.Counter()
-  for out in transformed(transform, source, workers, chunk):
+  records = range(share[0], len(source), share[1])
+  for out in transformed(transform, source, workers, chunk, records):
     if "skip" in out:
       skipped[out["skip"]] += 1
       ids = skipped_ids.setdefault(out["skip"], [])
@@ -130,7 +142,9 @@ def make_examples(videos, objective: str, ctx, frame_index, workers: int = 0,
     examples.append(out["example"])
   if not examples:
     raise ValueError(f"{videos.path} split {videos.split!r}: objective {objective!r} skipped "
-                     f"every one of its {len(source)} records ({dict(skipped)})")
+                     f"every one of its {len(records)} records"
+                     f"{f' (process {share[0]} of {share[1]})' if share[1] > 1 else ''} "
+                     f"({dict(skipped)})")
   stacked = layout.stack_examples(examples)
   counts = packing.row_counts(stacked) if ctx.sizes.packs_batches else None
   return stacked, DatasetRows(0, len(examples), skipped, skipped_ids, stats,
@@ -156,6 +170,36 @@ def place(host_bank: dict, mesh, mode: str) -> dict:
   return {field: frame_bank.place_rows(value, mesh, mode) for field, value in host_bank.items()}
 
 
+def rows_per_device(capacities: list, devices: list) -> int:
+  """The rows each device holds of a bank of which process q makes at most
+  ``capacities[q]`` rows on its ``devices[q]`` devices."""
+  for q, n in enumerate(devices):
+    if not n:
+      raise ValueError(f"process {q} has no device in the mesh: a sharded example bank puts "
+                       "each process's examples on its own devices")
+  return max(1, max(-(-cap // n) for cap, n in zip(capacities, devices)))
+
+
+def share_blocks(host_bank: dict, rows: dict, blocks: list) -> tuple:
+  """This process's part of a sharded bank: ({field: {(start, stop): rows}},
+  {dataset: DatasetRows with ``ids``}). Its examples fill its devices' row
+  ``blocks`` in row order; the rest of each block is zeros."""
+  from hero_jax.data import frame_bank
+  blocks = sorted(set(blocks))
+  slots = np.concatenate([np.arange(start, stop, dtype=np.int32) for start, stop in blocks])
+  n = len(next(iter(host_bank.values())))
+  if n > len(slots):
+    raise ValueError(f"example bank: this process made {n} examples for {len(slots)} rows on "
+                     "its devices")
+  parts, at = {}, 0
+  for start, stop in blocks:
+    parts[(start, stop)] = {field: frame_bank.zero_padded(value[at:at + stop - start], stop - start)
+                            for field, value in host_bank.items()}
+    at += stop - start
+  out = {field: {block: part[field] for block, part in parts.items()} for field in host_bank}
+  return out, {key: dataclasses.replace(r, ids=slots[r.start:r.end]) for key, r in rows.items()}
+
+
 def gather(batch: dict, bank: dict) -> dict:
   """Inside a jitted step: the batch of ``example_ids`` [V], its fields
   gathered from the bank (the batch's other fields are kept)."""
@@ -166,21 +210,50 @@ def gather(batch: dict, bank: dict) -> dict:
   return out
 
 
+def record_count(videos, objective: str) -> int:
+  """The records ``make_examples`` reads of ``videos`` for ``objective``."""
+  return len(videos.source if registry.get(objective).records == "videos" else videos)
+
+
 def load(objective: str, videos_by_dataset: dict, contexts: dict, frame_indexes: dict, mesh,
-         mode: str, workers: int = 0) -> tuple:
+         mode: str, workers: int = 0, process: Optional[tuple] = None) -> tuple:
   """(device bank, {dataset: DatasetRows}) of ``objective`` over
   ``{dataset: videos}`` (``make_examples`` with that dataset's host context
   and frame index, in ``workers`` processes); logs its size, what was
-  skipped and the load time."""
+  skipped and the load time.
+
+  ``sharded``: each process (``process``: (index, count), default JAX's)
+  makes only its share of each dataset's records (every count-th) and puts
+  the examples on its own devices; its index stream samples them. Host memory
+  and start time are then 1/processes of the bank's, and the skips and stats
+  logged are this process's. ``replicated``: every process makes every
+  example and samples every count-th."""
+  import jax
+  from hero_jax.data import frame_bank
   check_objective(objective)
   start_time = time.time()
-  parts = {key: make_examples(videos, objective, contexts[key], frame_indexes[key], workers)
+  index, count = process or (jax.process_index(), jax.process_count())
+  share = (index, count) if mode == "sharded" else (0, 1)
+  parts = {key: make_examples(videos, objective, contexts[key], frame_indexes[key], workers,
+                              share=share)
            for key, videos in videos_by_dataset.items()}
   host_bank, rows = concatenate(parts)
-  bank = place(host_bank, mesh, mode)
+  if mode == "sharded":
+    capacities = [sum(len(range(q, record_count(videos, objective), count))
+                      for videos in videos_by_dataset.values()) for q in range(count)]
+    devices = collections.Counter(d.process_index for d in mesh.devices.flat)
+    shape = (rows_per_device(capacities, [devices[q] for q in range(count)]) * mesh.size,)
+    blocks = frame_bank.addressable_blocks(shape, frame_bank.bank_sharding(mesh, mode))
+    field_blocks, rows = share_blocks(host_bank, rows, blocks)
+    bank = {field: frame_bank.place_blocks(field_blocks[field], shape + value.shape[1:], mesh,
+                                           mode)
+            for field, value in host_bank.items()}
+  else:
+    bank = place(host_bank, mesh, mode)
   nbytes = sum(v.size * v.dtype.itemsize for v in bank.values())
-  log.info("example bank %s: %d examples, %.2f GB (%s), made in %.1f s; skipped %s", objective,
-           sum(r.end - r.start for r in rows.values()), nbytes / 1e9, mode,
+  log.info("example bank %s: %d examples made by this process (%d of %d), %.2f GB on the "
+           "devices (%s), made in %.1f s; skipped %s", objective,
+           sum(r.end - r.start for r in rows.values()), share[0], share[1], nbytes / 1e9, mode,
            time.time() - start_time, {k: dict(r.skipped) for k, r in rows.items()})
   return bank, rows
 
@@ -220,11 +293,17 @@ class IndexIterator:
     self.objective, self.batch_videos = objective, batch_videos
     # Pack groups of several videos: the batch's groups are packed here, from
     # the bank rows' counts (the bank holds no pack fields then).
-    self._counts, self._start, self._sizes = rows.row_counts, rows.start, sizes
     if rows.row_counts is not None and sizes is None:
       raise ValueError(f"example bank of {objective!r}: its rows pack in groups; IndexIterator "
                        "needs the layout sizes")
-    self._shard = np.arange(rows.start, rows.end, dtype=np.int32)[process_index::process_count]
+    self._sizes = sizes
+    # This process's rows, and their row counts in the same order.
+    if rows.ids is not None:   # made by this process alone (a sharded bank)
+      self._shard, self._counts = rows.ids, rows.row_counts
+    else:                      # every process's: every process_count-th
+      self._shard = np.arange(rows.start, rows.end, dtype=np.int32)[process_index::process_count]
+      self._counts = (None if rows.row_counts is None
+                      else rows.row_counts[process_index::process_count])
     if len(self._shard) < batch_videos:
       raise ValueError(f"example bank of {objective!r}: process {process_index} has "
                        f"{len(self._shard)} examples, fewer than batch_videos={batch_videos}")
@@ -242,26 +321,28 @@ class IndexIterator:
   def _epoch_order(self, epoch: int) -> np.ndarray:
     if epoch != self._epoch:
       self._epoch = epoch
-      self._order = (np.random.default_rng(self._seed + [epoch]).permutation(self._shard)
-                     if self._shuffle else self._shard)
+      # Positions in the shard (the same order as permuting the shard itself).
+      n = len(self._shard)
+      self._order = (np.random.default_rng(self._seed + [epoch]).permutation(n)
+                     if self._shuffle else np.arange(n))
     return self._order
 
   def __next__(self) -> dict:
-    n, out, filled = len(self._shard), np.empty(self.batch_videos, np.int32), 0
+    n, positions, filled = len(self._shard), np.empty(self.batch_videos, np.int64), 0
     while filled < self.batch_videos:
       epoch, at = divmod(self.position, n)
       if self._num_epochs is not None and epoch >= self._num_epochs:
         raise StopIteration   # a partial batch is dropped, as the host-fed path does
       take = self._epoch_order(epoch)[at:at + self.batch_videos - filled]
-      out[filled:filled + len(take)] = take
+      positions[filled:filled + len(take)] = take
       filled += len(take)
       self.position += len(take)
     self.batches += 1
+    out = self._shard[positions]
     if self._counts is None:
       return {"example_ids": out}
     try:
-      pack, order = packing.pack_batch(self._counts[out - self._start], self._sizes,
-                                       vids=list(out))
+      pack, order = packing.pack_batch(self._counts[positions], self._sizes, vids=list(out))
     except packing.RowsDoNotFit as e:
       raise ValueError(f"example bank of {self.objective!r} (bank rows): {e}") from None
     if order is not None:   # a group overflowed: the batch regrouped, as the host path does
