@@ -27,8 +27,10 @@ multiply-adds, x3 for forward and backward) from the real row lengths; with
 cross-modal layer counts keys and values for every real slot and the rest
 only for the real slots it keeps (``padding_flops``); VSM's queries run
 through the same stack, in the packed rows (host.pack_queries) or beside
-them padded to Lq, and are counted the same way; the heads and embeddings
-are counted as executed. MFU = FLOP/s over the device's
+them padded to Lq, and are counted the same way (``vsm-device``'s after a
+draw on the host of the distribution its step draws from; with its queries
+packed it gets packed rows of its own, as ``objectives.vsm_device.packed_rows``
+gives a run); the heads and embeddings are counted as executed. MFU = FLOP/s over the device's
 peak: ``--peak_tflops``, else a known peak for the device kind (bf16 dense),
 else on CPU a numpy float32 matmul measured now. Peak memory: the device's
 ``peak_bytes_in_use`` where it reports one, else the process's peak RSS; per
@@ -53,7 +55,7 @@ from hero_jax.model.hero import Hero
 from hero_jax.objectives import host, registry
 from hero_jax.train import optimizer, sharding, step as step_lib, tasks
 
-OBJECTIVES = ("mlm", "mfm-nce", "fom", "vsm", "vcmr", "videoqa")
+OBJECTIVES = ("mlm", "mfm-nce", "fom", "vsm", "vsm-device", "vcmr", "videoqa")
 MIX = {"mlm": 2, "mfm-nce": 2, "fom": 1, "vsm": 2}   # the pre-training task mix
 ANSWERS, QA_Q, QA_A = 5, 10, 5   # video QA: 5 answers, 10-token questions, 5-token answers
 MAX_TXT_LEN = 60
@@ -125,6 +127,23 @@ def fitted_sizes(videos, pack_width: int, queries: int = 5,
   rows = packing.packed_rows_for([repr_rows, vsm_rows], pack_width, pack_videos)
   return dataclasses.replace(sizes, packed_rows=rows, packed_width=pack_width,
                              pack_videos=pack_videos)
+
+
+def objective_sizes(objective: str, videos, sizes: layout.LayoutSizes,
+                    pack_queries: bool) -> layout.LayoutSizes:
+  """``vsm-device``'s own packed rows (``objectives.vsm_device.packed_rows``)
+  when its queries run in them: its rows whole and a free slot after each
+  matched one; the other objectives' sizes are ``sizes``."""
+  if objective != "vsm-device" or not sizes.packed or not pack_queries:
+    return sizes
+  ctx = host.HostContext(sizes=dataclasses.replace(sizes, packed_rows=0, packed_width=0,
+                                                   pack_videos=1),
+                         queries_per_video=sizes.queries)
+  rows = layout.stack_examples([registry.get(objective).make_example(v, None, ctx)
+                                for v in videos])
+  rows["row_spare"] = rows["vsm_matched"]
+  return dataclasses.replace(sizes, packed_rows=packing.packed_rows_for(
+      [rows], sizes.packed_width, sizes.pack_videos))
 
 
 def prediction_budget(batch: dict, args) -> int:
@@ -260,6 +279,17 @@ def padding_flops(batch: dict, cfg, group_predictions: int = 0) -> float:
   return executed_cross - useful_cross + temporal + query_padding
 
 
+def drawn_on_host(batch: dict, queries: int) -> dict:
+  """A ``vsm-device`` batch after a draw of its queries (the distribution the
+  step draws from, another key), whose slots ``padding_flops`` can count;
+  other batches as they are."""
+  if "vsm_matched" not in batch:
+    return batch
+  from hero_jax.objectives import vsm_device
+  drawn = vsm_device.draw({k: v[0] for k, v in batch.items()}, jax.random.key(1), queries)
+  return {k: np.asarray(v)[None] for k, v in drawn.items()}
+
+
 def peak_memory_gib() -> tuple:
   stats = jax.devices()[0].memory_stats() or {}
   if "peak_bytes_in_use" in stats:
@@ -296,7 +326,10 @@ def bench(name: str, cfg, args, peak_gflops: float) -> None:
   for objective in args.objectives:
     heads = registry.get(objective).heads or cfg.heads
     state = state_for(heads)
-    batch = make_batch(objective, videos, ctx)
+    own = objective_sizes(objective, videos, sizes, not args.no_pack_queries)
+    if own != sizes:
+      print(f"({objective}: packed_rows={own.packed_rows}, its own)")
+    batch = make_batch(objective, videos, dataclasses.replace(ctx, sizes=own))
     budget = prediction_budget(batch, args)
     settings = registry.get(objective).make_settings(
         {"group_predictions": budget} if budget else {})
@@ -314,7 +347,7 @@ def bench(name: str, cfg, args, peak_gflops: float) -> None:
     # XLA's cost analysis counts a while loop's body once: with scanned layers
     # the FLOP columns would be wrong, so they are not given.
     executed = float("nan") if cfg.scan_layers else float(cost.get("flops", float("nan"))) / 1e9
-    useful = executed - padding_flops(batch, cfg, budget) / 1e9
+    useful = executed - padding_flops(drawn_on_host(batch, ctx.queries_per_video), cfg, budget) / 1e9
     # XLA's temporaries of the step (activations kept for the backward pass,
     # gradients, scratch): the memory the step adds to the state and batch.
     memory = compiled.memory_analysis()

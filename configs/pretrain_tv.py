@@ -17,7 +17,9 @@ of 8 videos need (P: the larger of ``packed_rows`` and ``vsm + queries``, VSM
 packing its queries with its rows) and an MLM prediction budget B per group,
 then add ``--config.layout.packed_width=W --config.layout.packed_rows=P --config.layout.pack_videos=8
 --config.objectives.mlm.group_predictions=B`` (README, Speed, for what each
-of them saved on TV-like batches).
+of them saved on TV-like batches). With ``--config.objective_draws=device``
+also give ``vsm-device`` the packed rows of its column (it keeps a slot after
+each matched row for its drawn queries): ``--config.objectives.vsm_device.packed_rows=P2``.
 """
 
 from configs import common

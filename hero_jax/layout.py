@@ -98,6 +98,11 @@ Objective-specific fields:
   ``vsm_query_ids`` / ``vsm_query_mask`` int32 [V, R, Lq], ``vsm_query_st_ed``
   int32 [V, R, 2] and ``vsm_matched`` int32 [V, R] (1 for a subtitle with a
   matched frame), with every row's text whole; its step draws the queries.
+  With packed rows (and ``host.pack_queries``) also ``row_spare`` int32
+  [V, R]: 1 where the packing keeps a free slot after the row, for the
+  ``[CLS]`` of a query drawn from it; the step then runs the drawn queries in
+  the packed rows (``vsm_device.queries_in_place``) and adds
+  ``query_unpack_src`` as ``vsm`` sends it.
 """
 
 from __future__ import annotations
@@ -190,6 +195,7 @@ def field_shapes(sizes: LayoutSizes, frame_dim: int, fields) -> dict:
       "vsm_query_mask": ((s.max_rows, s.max_query_tokens), np.int32),
       "vsm_query_st_ed": ((s.max_rows, 2), np.int32),
       "vsm_matched": ((s.max_rows,), np.int32),
+      "row_spare": ((s.max_rows,), np.int32),
       "qa_row_ids": ((s.answers, s.max_rows, s.max_row_tokens), np.int32),
       "qa_row_txt_mask": ((s.answers, s.max_rows, s.max_row_tokens), np.int32),
       "qa_ids": ((s.answers, s.max_qa_tokens), np.int32),

@@ -23,6 +23,12 @@ class RowsDoNotFit(ValueError):
   """The rows of a video need more packed rows than ``packed_rows``."""
 
 
+# What a vsm-device batch whose rows and spare slots do not fit says.
+SPARE_WHAT = "the slots kept for vsm-device's query [CLS]"
+SPARE_FIX = ("or give vsm-device packed rows of its own (objectives.vsm_device.packed_rows; "
+             "python -m hero_jax.packing prints how many), or set host.pack_queries=False")
+
+
 def row_lengths(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray) -> np.ndarray:
   """Real slots of each row [R]: its frames then its text, both left-aligned."""
   return row_frame_mask.sum(-1) + row_txt_mask.sum(-1)
@@ -51,7 +57,7 @@ def assign_rows(lengths, packed_rows: int, packed_width: int) -> list:
 
 
 def pack_group(frames_n: np.ndarray, text_n: np.ndarray, sizes: layout.LayoutSizes,
-               query_n: np.ndarray | None = None) -> dict:
+               query_n: np.ndarray | None = None, spare_n: np.ndarray | None = None) -> dict:
   """The ``layout.PACK_FIELDS`` of a pack group: g videos whose rows (real
   frame and text slots of each, ``frames_n`` / ``text_n`` [g, R], left-aligned
   as the host transforms lay them out) share the group's ``packed_rows`` rows.
@@ -63,8 +69,13 @@ def pack_group(frames_n: np.ndarray, text_n: np.ndarray, sizes: layout.LayoutSiz
   slots), packed as text-only rows after the group's rows: query q of video
   i reads source slot ``g * R * (M + T) + (i * Q + q) * Lq + t`` and is
   segment ``g * R + i * Q + q + 1``; ``query_unpack_src`` [g, Q, Lq] says
-  where each of its real tokens went (0 for padding)."""
+  where each of its real tokens went (0 for padding).
+
+  ``spare_n`` [g, R]: slots kept free right after each row's real slots
+  (segment 0, source 0), where ``vsm-device`` puts the ``[CLS]`` of a query
+  it draws from that row's subtitle."""
   g, r_max = frames_n.shape
+  spare_n = np.zeros(g * r_max, np.int64) if spare_n is None else np.asarray(spare_n).reshape(-1)
   m = sizes.max_row_frames
   width = m + sizes.max_row_tokens
   frames_n, text_n = frames_n.reshape(-1), text_n.reshape(-1)
@@ -74,7 +85,7 @@ def pack_group(frames_n: np.ndarray, text_n: np.ndarray, sizes: layout.LayoutSiz
   if query_n.size and query_n.max() > sizes.packed_width:
     raise RowsDoNotFit(f"a query has {int(query_n.max())} tokens, more than packed_width="
                        f"{sizes.packed_width}")
-  lengths = np.concatenate([frames_n + text_n, query_n.reshape(-1)])
+  lengths = np.concatenate([frames_n + text_n + spare_n, query_n.reshape(-1)])
   pack_src = np.zeros((sizes.packed_rows, sizes.packed_width), np.int32)
   pack_seg = np.zeros((sizes.packed_rows, sizes.packed_width), np.int32)
   unpack_src = np.zeros((rows, width), np.int32)
@@ -84,7 +95,7 @@ def pack_group(frames_n: np.ndarray, text_n: np.ndarray, sizes: layout.LayoutSiz
       slots = np.concatenate([np.arange(frames_n[item]), m + np.arange(text_n[item])])
       source, unpacked = item * width + slots, unpack_src[item]
     else:             # a query: its tokens, after every row of the group
-      slots = np.arange(lengths[item])
+      slots = np.arange(query_n.reshape(-1)[item - rows])
       source, unpacked = rows * width + (item - rows) * lq + slots, query_unpack_src[item - rows]
     at = offset + np.arange(slots.size)
     pack_src[p, at] = source
@@ -98,19 +109,25 @@ def pack_group(frames_n: np.ndarray, text_n: np.ndarray, sizes: layout.LayoutSiz
 
 
 def pack_fields(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray,
-                sizes: layout.LayoutSizes, query_mask: np.ndarray | None = None) -> dict:
+                sizes: layout.LayoutSizes, query_mask: np.ndarray | None = None,
+                row_spare: np.ndarray | None = None) -> dict:
   """The ``layout.PACK_FIELDS`` of one video (no V axis) from its row masks;
   with its VSM ``query_mask`` [Q, Lq], its queries packed too
-  (``query_unpack_src``)."""
+  (``query_unpack_src``); with ``row_spare`` [R], that many free slots after
+  each row (``pack_group``'s ``spare_n``)."""
   queries = None if query_mask is None else query_mask.sum(-1)[None]
-  out = pack_group(row_frame_mask.sum(-1)[None], row_txt_mask.sum(-1)[None], sizes, queries)
+  spare = None if row_spare is None else row_spare[None]
+  out = pack_group(row_frame_mask.sum(-1)[None], row_txt_mask.sum(-1)[None], sizes, queries,
+                   spare)
   return {k: value[0] if k in ("unpack_src", "query_unpack_src") else value
           for k, value in out.items()}
 
 
 def row_counts(batch: dict) -> np.ndarray:
-  """int16 [V, R, 2]: the real frame and text slots of every row of a batch."""
-  return np.stack([batch["row_frame_mask"].sum(-1), batch["row_txt_mask"].sum(-1)],
+  """int16 [V, R, 3]: the real frame and text slots of every row of a batch,
+  and the free slots kept after it (``row_spare``, ``vsm-device``; else 0)."""
+  spare = batch.get("row_spare", np.zeros(batch["row_txt_mask"].shape[:-1], np.int32))
+  return np.stack([batch["row_frame_mask"].sum(-1), batch["row_txt_mask"].sum(-1), spare],
                   axis=-1).astype(np.int16)
 
 
@@ -139,7 +156,7 @@ def balanced_order(counts: np.ndarray, groups: int, queries: np.ndarray | None =
 
 def pack_batch(counts: np.ndarray, sizes: layout.LayoutSizes, vids=None,
                queries: np.ndarray | None = None) -> tuple:
-  """(fields, order) for a batch of ``row_counts`` [V, R, 2] in pack groups of
+  """(fields, order) for a batch of ``row_counts`` [V, R, 3] in pack groups of
   ``sizes.pack_videos`` consecutive videos: ``pack_src`` / ``pack_seg``
   [V / g, P, W], ``unpack_src`` [V, R, M + T]; with ``query_counts``
   [V, Q], the queries packed too and ``query_unpack_src`` [V, Q, Lq].
@@ -168,12 +185,17 @@ def _pack_groups(counts: np.ndarray, sizes: layout.LayoutSizes, vids, queries) -
   groups, g = [], sizes.pack_videos
   for start in range(0, len(counts), g):
     try:
-      groups.append(pack_group(counts[start:start + g, :, 0], counts[start:start + g, :, 1],
-                               sizes, None if queries is None else queries[start:start + g]))
+      part = counts[start:start + g]
+      groups.append(pack_group(part[..., 0], part[..., 1], sizes,
+                               None if queries is None else queries[start:start + g],
+                               part[..., 2]))
     except RowsDoNotFit as e:
       names = list(vids[start:start + g]) if vids is not None else list(range(start, start + g))
-      what = "" if queries is None else " (its rows and VSM queries)"
-      fix = "" if queries is None else ", or set host.pack_queries=False"
+      spared = bool(counts[start:start + g, :, 2].any())
+      what = (" (its rows and VSM queries)" if queries is not None else
+              f" (its rows and {SPARE_WHAT})" if spared else "")
+      fix = (f", {SPARE_FIX}" if spared else
+             ", or set host.pack_queries=False" if queries is not None else "")
       raise RowsDoNotFit(f"pack group of videos {names}: {e}{what}; raise packed_rows (or "
                          f"packed_width) in the layout sizes{fix}") from None
   out = {"pack_src": np.stack([x["pack_src"] for x in groups]),
@@ -228,12 +250,15 @@ def rows_needed(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray, packed_wid
 
 
 def batch_rows_needed(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray, packed_width: int,
-                      pack_videos: int = 1, query_mask: np.ndarray | None = None) -> int:
+                      pack_videos: int = 1, query_mask: np.ndarray | None = None,
+                      row_spare: np.ndarray | None = None) -> int:
   """``packed_rows`` a batch (masks [V, R, M] / [V, R, T]) needs: the most
   packed rows of ``packed_width`` any pack group of ``pack_videos``
   consecutive videos needs (with ``query_mask`` [V, Q, Lq], its queries
-  packed too)."""
+  packed too; with ``row_spare`` [V, R], the free slots kept after its rows)."""
   lengths = row_lengths(row_frame_mask, row_txt_mask)
+  if row_spare is not None:
+    lengths = lengths + row_spare
   if query_mask is not None:
     lengths = np.concatenate([lengths, query_mask.sum(-1)], axis=1)
   return max(rows_for(lengths[v:v + pack_videos].reshape(-1), packed_width)
@@ -243,9 +268,10 @@ def batch_rows_needed(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray, pack
 def packed_rows_for(batches, packed_width: int, pack_videos: int = 1) -> int:
   """``packed_rows`` that fits every one of some unpacked stacked batches:
   the most ``batch_rows_needed`` of any, a VSM batch's (``query_mask``) with
-  its queries, as ``vsm`` packs them with its rows (``host.pack_queries``)."""
+  its queries, as ``vsm`` packs them with its rows (``host.pack_queries``),
+  a ``vsm-device`` batch's with the slots kept after its rows (``row_spare``)."""
   return max(batch_rows_needed(b["row_frame_mask"], b["row_txt_mask"], packed_width, pack_videos,
-                               b.get("query_mask")) for b in batches)
+                               b.get("query_mask"), b.get("row_spare")) for b in batches)
 
 
 def rows_for(lengths, packed_width: int) -> int:
@@ -330,7 +356,9 @@ def fit_report(videos, widths, max_txt_len: int = 60, pack_videos: int = 1,
   the videos, cut into groups): P is then the most any drawn group needed.
   ``vsm_packed_rows``: the most any group needs for ``vsm``, whose
   ``queries`` per video share its packed rows (random draws of them; with
-  groups of one video, one draw per video)."""
+  groups of one video, one draw per video). ``vsm_device_packed_rows``: the
+  same for ``vsm-device``: whole rows and a free slot after each matched one
+  (``row_spare``)."""
   lengths = [video_row_lengths(v, max_txt_len) for v in videos]
   lengths = [x for x in lengths if x.size]
   frames = max(max(len(fr) for fr in v.sub_frames) for v in videos if v.sub_frames)
@@ -347,16 +375,22 @@ def fit_report(videos, widths, max_txt_len: int = 60, pack_videos: int = 1,
     per_video = [vsm_row_lengths(v, rng, max_txt_len, queries) for v in videos]
     vsm_groups += drawn_groups([x for x in per_video if x is not None], pack_videos, 1,
                                seed + epoch)
+  # vsm-device's rows: whole, a slot kept after each matched one; videos with a match.
+  spared = [video_row_lengths(v, max_txt_len) + [len(fr) > 0 for fr in v.sub_frames]
+            for v in videos if any(len(fr) for fr in v.sub_frames)]
+  device_groups = drawn_groups(spared, pack_videos, epochs, seed)
   out = []
   for width in widths:
-    if width < frames + tokens:
+    if width < frames + tokens + 1:   # the longest row (and a spare slot after it)
       continue   # must hold the longest row
     need = np.array([rows_for(x, width) for x in groups])
     out.append({"packed_width": width, "packed_rows": int(need.max()),
                 "p99": float(np.percentile(need, 99)), "p50": float(np.median(need)),
                 "packed_real_share": useful / (len(groups) * int(need.max()) * width),
                 "unpacked_real_share": unpacked_share,
-                "vsm_packed_rows": max((rows_for(x, width) for x in vsm_groups), default=0)})
+                "vsm_packed_rows": max((rows_for(x, width) for x in vsm_groups), default=0),
+                "vsm_device_packed_rows": max((rows_for(x, width) for x in device_groups),
+                                              default=0)})
   return out
 
 
@@ -388,14 +422,16 @@ def main(argv=None) -> None:
   per = "video" if args.pack_videos == 1 else f"group of {args.pack_videos} videos"
   print(f"{args.dataset} {args.split}: {count} videos; packed rows per {per}")
   print("('vsm + queries': the packed rows vsm needs with its queries packed beside its rows, "
-        "host.pack_queries; with vsm in the mix, take the larger)")
+        "host.pack_queries; with vsm in the mix, take the larger. 'vsm-device': its whole rows "
+        "and a slot kept after each matched one for a drawn query's [CLS]; give it as "
+        "objectives.vsm_device.packed_rows)")
   print(f"{'packed_width':>12s} {'packed_rows':>11s} {'p99':>6s} {'p50':>6s} "
-        f"{'real slots packed':>17s} {'unpacked':>9s} {'vsm + queries':>13s}")
+        f"{'real slots packed':>17s} {'unpacked':>9s} {'vsm + queries':>13s} {'vsm-device':>10s}")
   for r in fit_report(videos, args.widths, args.max_txt_len, args.pack_videos,
                       queries=args.queries):
     print(f"{r['packed_width']:12d} {r['packed_rows']:11d} {r['p99']:6.1f} {r['p50']:6.1f} "
           f"{r['packed_real_share']:17.1%} {r['unpacked_real_share']:9.1%} "
-          f"{r['vsm_packed_rows']:13d}")
+          f"{r['vsm_packed_rows']:13d} {r['vsm_device_packed_rows']:10d}")
   predictions = prediction_report(videos, args.max_txt_len, args.pack_videos, args.mask_prob)
   key = ("objectives.mlm.group_predictions" if args.pack_videos > 1 else "layout.max_predictions")
   print(f"MLM predictions per {per} (mask_prob {args.mask_prob}, {predictions['draws']} draws per {per}): "

@@ -155,8 +155,30 @@ def test_every_field_is_declared_and_overridable(name):
   for objective in registry.names():
     key = tasks.config_key(objective)
     fields = {f.name for f in dataclasses.fields(registry.get(objective).settings)}
-    assert set(c.objectives[key]) == {"ratio"} | fields, objective
+    assert set(c.objectives[key]) == {"ratio", "packed_rows"} | fields, objective
   assert not hasattr(c, "compute_dtype")   # one dtype: model.dtype
+
+
+def test_an_objective_can_have_its_own_packed_rows():
+  """``objectives.<key>.packed_rows`` sizes that objective's packed rows (its
+  own compiled step); a device twin keeps its own value under
+  ``objective_draws=device``; 0 is the layout's."""
+  packed = ("--config.layout.packed_rows=6", "--config.layout.packed_width=32",
+            "--config.objective_draws=device")
+  c = parse("pretrain_tiny.py", *packed, "--config.objectives.vsm_device.packed_rows=8")
+  settings = tasks.objective_settings(c)
+  sizes = tasks.objective_sizes(c, tasks.layout_sizes(c), settings)
+  assert sizes["vsm-device"].packed_rows == 8
+  assert {s.packed_rows for name, s in sizes.items() if name != "vsm-device"} == {6}
+  assert not hasattr(settings["vsm-device"][1], "packed_rows")   # (ratio, settings)
+  bad = parse("pretrain_tiny.py", *packed, "--config.objectives.vsm_device.packed_rows=-1")
+  with pytest.raises(ValueError, match="objectives.vsm_device.packed_rows must be >= 0"):
+    tasks.objective_sizes(bad, tasks.layout_sizes(bad), tasks.objective_settings(bad))
+  unpacked = parse("pretrain_tiny.py", "--config.layout.packed_rows=0",
+                   "--config.layout.packed_width=0", "--config.objectives.mlm.packed_rows=4")
+  with pytest.raises(ValueError, match=r"objectives.mlm.packed_rows=4 needs packed rows"):
+    tasks.objective_sizes(unpacked, tasks.layout_sizes(unpacked),
+                          tasks.objective_settings(unpacked))
 
 
 def test_misspelt_override_names_the_closest_fields(tmp_path):

@@ -158,26 +158,54 @@ def test_the_device_vsm_draw_builds_the_host_fields():
         "none", np.zeros((2, 16), np.float32), [np.array([5])], [np.array([], int)]), None, VSM_CTX)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("group", [1, 4])
-def test_the_device_vsm_draw_gives_the_host_paths_losses_on_packed_rows(group):
+@pytest.mark.parametrize("group,prune", [(1, True), (4, False), (4, True)])
+def test_the_device_vsm_draw_gives_the_host_paths_losses_on_packed_rows(group, prune):
   """Text taken out of packed rows (their slots leave the segment) gives the
   losses of the host path's shorter rows, packed anew; also with the rows of
-  ``group`` videos packed together (``layout.pack_videos``)."""
+  ``group`` videos packed together (``layout.pack_videos``). The drawn
+  queries run in the packed rows, in their rows' text slots and the free slot
+  kept after each matched row (``row_spare``): the host path's loss, metrics
+  and gradients, with the last layer pruned or not; with
+  ``host.pack_queries=False`` they run beside the rows, and give them too."""
   from hero_jax import packing
   from hero_jax.model.config import tiny_config
   from hero_jax.model.hero import Hero
   from hero_jax.model.params import init_params
-  cfg = tiny_config(frame_feat_dim=16, cross_layers=1, heads="pretraining")
+  cfg = tiny_config(frame_feat_dim=16, cross_layers=2, heads="pretraining").replace(
+      prune_last_layer=prune)
   videos = vsm_videos(8, seed=3)
   ctx = VSM_CTX
   if group > 1:
     ctx = dataclasses.replace(VSM_CTX, sizes=dataclasses.replace(
         VSM_SIZES, packed_rows=3 * group, pack_videos=group))
-  batch = packing.pack_stacked(layout.stack_examples(
-      [vsm_device.make_vsm_rows_example(v, None, ctx) for v in videos]), ctx.sizes)
-  assert batch["pack_src"].shape[0] == len(videos) // group
-  drawn = jax.device_get(vsm_device.draw(batch, jax.random.key(7), 3))
+
+  def drawn_batch(ctx):
+    batch = packing.pack_stacked(layout.stack_examples(
+        [vsm_device.make_vsm_rows_example(v, None, ctx) for v in videos]), ctx.sizes)
+    assert batch["pack_src"].shape[0] == len(videos) // group
+    return jax.device_get(vsm_device.draw(batch, jax.random.key(7), 3)), batch
+  drawn, batch = drawn_batch(ctx)
+  beside, _ = drawn_batch(dataclasses.replace(ctx, pack_queries=False))
+  # Too few packed rows for the rows and their spare slots: the error names the fixes.
+  tight = dataclasses.replace(ctx, sizes=dataclasses.replace(ctx.sizes, packed_rows=1))
+  with pytest.raises(ValueError, match=r"slots kept for vsm-device's query \[CLS\]\); raise "
+                     r"packed_rows .*objectives.vsm_device.packed_rows.*host.pack_queries"):
+    drawn_batch(tight)
+  assert "query_unpack_src" in drawn and "query_unpack_src" not in beside
+  np.testing.assert_array_equal(batch["row_spare"], batch["vsm_matched"])
+  # Every real query token of a first draw is in its own segment, after the rows'.
+  q_src = drawn["query_unpack_src"].reshape(len(drawn["pack_src"]), -1)
+  real = drawn["query_mask"].reshape(q_src.shape).astype(bool)
+  seg = drawn["pack_seg"].reshape(q_src.shape[0], -1)
+  subs = np.asarray(vsm_device.draw_subtitles(batch["vsm_matched"], jax.random.key(7), 3))
+  first = np.concatenate([np.ones((len(videos), 1), bool), subs[:, 1:] != subs[:, :-1]], 1)
+  rows_slots = group * VSM_SIZES.max_rows * (VSM_SIZES.max_row_frames + VSM_SIZES.max_row_tokens)
+  for g in range(q_src.shape[0]):
+    assert np.all(seg[g][q_src[g][real[g]]] > group * VSM_SIZES.max_rows)
+    # The packed rows read each drawn subtitle's query once, from its first draw.
+    src = drawn["pack_src"][g].reshape(-1)
+    read = (src[(seg[g] > 0) & (src >= rows_slots)] - rows_slots) // VSM_SIZES.max_query_tokens
+    assert np.all(first[g * group:(g + 1) * group].reshape(-1)[read])
   host_batch = packing.pack_stacked(layout.stack_examples([vsm.build_vsm_example(
       video, vsm.VsmChoices(sampled=np.unique(np.asarray(vsm_device.draw_subtitles(
           batch["vsm_matched"], jax.random.key(7), 3))[v])), ctx)
@@ -186,7 +214,14 @@ def test_the_device_vsm_draw_gives_the_host_paths_losses_on_packed_rows(group):
       drawn["pack_seg"], host_batch["pack_seg"])   # really packed differently
   settings = vsm.VsmSettings(drop_svmr_prob=0.0)
   params = init_params(cfg)
-  losses = jax.jit(lambda b: vsm.vsm_loss(Hero(cfg), params, b, settings)[1])
-  got, want = jax.device_get(losses(drawn)), jax.device_get(losses(host_batch))
-  for name in want:
-    np.testing.assert_allclose(got[name][0], want[name][0], rtol=2e-5, atol=1e-6, err_msg=name)
+  loss_and_grads = jax.jit(jax.value_and_grad(
+      lambda p, b: vsm.vsm_loss(Hero(cfg), p, b, settings), has_aux=True))
+  (want_loss, want), want_grads = loss_and_grads(params, host_batch)
+  for got_batch in (drawn, beside):
+    (got_loss, got), got_grads = loss_and_grads(params, got_batch)
+    np.testing.assert_allclose(got_loss, want_loss, rtol=2e-5, atol=1e-6)
+    for name in want:
+      np.testing.assert_allclose(got[name][0], want[name][0], rtol=2e-5, atol=1e-6,
+                                 err_msg=name)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-6),
+                 want_grads, got_grads)

@@ -37,7 +37,9 @@ def test_bank_examples_are_the_host_paths(synthetic, objective, group):
   stacked, rows = example_bank.make_examples(bank_videos, objective, ctx, indexes["tv"])
   assert (rows.start, rows.end) == (0, len(host_videos)) and not rows.skipped
   packing = {"pack_src", "pack_seg", "unpack_src"} if group == 1 else set()   # else per batch
-  assert set(stacked) == set(registry.get(objective).fields) - {"frames"} | {"frame_ids"} | packing
+  spare = {"row_spare"} if objective == "vsm-device" else set()   # its queries' [CLS] slots
+  assert set(stacked) == (set(registry.get(objective).fields) - {"frames"} | {"frame_ids"}
+                          | packing | spare)
   host = next(pipeline.make_pipeline(host_videos, objective, ctx, pipeline.PipelineOptions(
       batch_videos=8, shuffle=False), process_index=0, process_count=1))
 

@@ -57,6 +57,30 @@ def test_packing_moves_every_real_slot_once_and_back(seed):
   assert rows <= max(1, int(np.ceil(2 * real.sum() / width)))  # first fit: < half wasted
 
 
+def test_spare_slots_stay_free_right_after_their_rows():
+  """``spare_n`` keeps free slots (segment 0) right after a row's real slots,
+  in its packed row: where ``vsm-device`` puts a drawn query's [CLS]."""
+  rng = np.random.default_rng(0)
+  rfm, rtm = random_rows(rng)
+  spare = (rtm.sum(-1) > 0) & (rng.random(12) < 0.6)
+  width = 24
+  rows = packing.rows_for(packing.row_lengths(rfm, rtm) + spare, width)
+  sizes = layout.LayoutSizes(max_rows=12, max_row_frames=5, max_row_tokens=9,
+                             packed_rows=rows, packed_width=width)
+  out = packing.pack_fields(rfm, rtm, sizes, row_spare=spare.astype(np.int32))
+  plain = packing.pack_fields(rfm, rtm, dataclasses.replace(sizes, packed_rows=12))
+  assert (out["pack_seg"] > 0).sum() == (plain["pack_seg"] > 0).sum()   # the same real slots
+  seg = out["pack_seg"].reshape(-1)
+  for r in np.flatnonzero(rtm.sum(-1)):
+    last = out["unpack_src"][r, 5 + rtm[r].sum() - 1]   # the row's last text slot
+    after = last + 1
+    if spare[r]:
+      assert after % width != 0 and seg[after] == 0 and out["pack_src"].reshape(-1)[after] == 0
+  with pytest.raises(packing.RowsDoNotFit):
+    packing.pack_fields(rfm, rtm, dataclasses.replace(sizes, packed_rows=rows - 1),
+                        row_spare=spare.astype(np.int32))
+
+
 def test_an_overflowing_pack_group_is_rebalanced_and_counted():
   """A group that overflows its packed rows regroups the batch (one crowded
   video per group), reorders every field, and is counted; a batch that fits
@@ -64,10 +88,10 @@ def test_an_overflowing_pack_group_is_rebalanced_and_counted():
   import collections
   sizes = layout.LayoutSizes(max_rows=4, max_row_frames=2, max_row_tokens=4, packed_rows=3,
                              packed_width=12, pack_videos=2)
-  crowded, light = [[2, 4]] * 4, [[2, 4]] + [[0, 0]] * 3   # 4 rows of 6 slots / one row
+  crowded, light = [[2, 4, 0]] * 4, [[2, 4, 0]] + [[0, 0, 0]] * 3   # 4 rows of 6 slots / one
   counts = np.array([crowded, crowded, light, light], np.int16)
   masks = {"row_frame_mask": (np.arange(2) < counts[..., :1]).astype(np.int32),
-           "row_txt_mask": (np.arange(4) < counts[..., 1:]).astype(np.int32)}
+           "row_txt_mask": (np.arange(4) < counts[..., 1:2]).astype(np.int32)}
   assert np.array_equal(packing.row_counts(masks), counts)
   # As ordered, group 0 holds both crowded videos: 4 packed rows, one too many.
   fields, order = packing.pack_batch(counts, sizes, vids=list("abcd"))
@@ -267,13 +291,26 @@ def test_fit_report_matches_the_transforms_and_the_command_prints_it(tmp_path, c
   vsm_need = [packing.rows_needed(ex["row_frame_mask"], ex["row_txt_mask"], width,
                                   ex["query_mask"]) for ex in vsm_ex]
   assert report["vsm_packed_rows"] == max(vsm_need) >= 1
+  # vsm-device: its rows whole and a slot kept after each matched one, as its transform packs.
+  packed_ctx = dataclasses.replace(ctx, sizes=dataclasses.replace(sizes, packed_rows=32,
+                                                                   packed_width=width))
+  device_ex = []
+  for v in videos:
+    try:
+      device_ex.append(registry.get("vsm-device").make_example(v, None, packed_ctx))
+    except registry.SkipExample:
+      pass
+  device_need = [packing.rows_for(packing.row_lengths(ex["row_frame_mask"], ex["row_txt_mask"])
+                                  + ex["row_spare"], width) for ex in device_ex]
+  assert report["vsm_device_packed_rows"] == max(device_need) >= max(need)
+  assert max(device_need) == max(int(ex["pack_seg"].any(-1).sum()) for ex in device_ex)
   assert report["packed_real_share"] > report["unpacked_real_share"]
   packing.main(["--data_dir", str(tmp_path), "--dataset", "hero_synthetic/videos",
                 "--widths", str(width)])
   out = capsys.readouterr().out
   assert "hero_synthetic/videos train: 12 videos; packed rows per video" in out
   assert out.splitlines()[-2].split()[:2] == [str(width), str(max(need))]
-  assert out.splitlines()[-2].split()[-1] == str(max(vsm_need))
+  assert out.splitlines()[-2].split()[-2:] == [str(max(vsm_need)), str(max(device_need))]
   assert out.splitlines()[-1].endswith(
       f"layout.max_predictions={packing.prediction_report(videos)['max']}")
   # Groups of 3 as shuffled batches draw them: never more rows than 3 videos alone, and a
@@ -314,11 +351,12 @@ def test_prediction_report_counts_what_mlm_draws():
 
 @pytest.mark.slow
 def test_a_run_packs_groups_of_videos_on_both_paths(tmp_path):
-  """Training with ``layout.pack_videos=2``: ``vsm`` host-fed and
-  ``mlm-device`` from the example bank (its predictions pooled per group,
-  ``group_predictions``) both get their batches' pack groups, train, evaluate,
-  and compile once; a batch shard that a group would span is refused at
-  start."""
+  """Training with ``layout.pack_videos=2``: ``vsm`` host-fed, ``mlm-device``
+  from the example bank (its predictions pooled per group,
+  ``group_predictions``) and ``vsm-device`` from the example bank with packed
+  rows of its own (``objectives.vsm_device.packed_rows``: its queries run in
+  them) all get their batches' pack groups, train, evaluate, and compile
+  once; a batch shard that a group would span is refused at start."""
   import numpy as np
   from configs import common, pretrain_tiny
   from hero_jax.train import loop
@@ -326,21 +364,29 @@ def test_a_run_packs_groups_of_videos_on_both_paths(tmp_path):
   c.data.datasets.synthetic.data_dir = str(tmp_path / "tfds")
   c.data.synthetic.train_videos, c.data.synthetic.val_videos = 32, 8
   c.data.frame_bank, c.data.example_bank = "sharded", "sharded"
-  common.use_objectives(c, vsm=1.0, mlm_device=1.0)
+  common.use_objectives(c, vsm=1.0, mlm_device=1.0, vsm_device=1.0)
   c.objectives.mlm_device.group_predictions = 2 * c.objectives.mlm_device.max_predictions - 8
+  c.objectives.vsm_device.queries_per_video = c.layout.queries
   row = c.layout.max_row_frames + c.layout.max_row_tokens
   c.layout.packed_rows, c.layout.packed_width, c.layout.pack_videos = c.layout.max_rows, 2 * row, 2
+  c.objectives.vsm_device.packed_rows = c.layout.max_rows + 3
   c.train.num_steps, c.train.batch_videos = 4, 8
   c.log_every, c.eval_every, c.checkpoint_every = 4, 4, 4
   c.mesh.num_devices = 2
   trainer = loop.Trainer(c, str(tmp_path / "run"))
   last = trainer.train()
-  for task in ("vsm", "mlm-device"):
+  for task in ("vsm", "mlm-device", "vsm-device"):
     assert np.isfinite(last[f"train/{task}/loss"])
     assert np.isfinite(last[f"val/synthetic/{task}/loss"])
     assert trainer.steps[task].jitted._cache_size() == 1
-    batch = next(trainer.iterators[f"synthetic:{task}"])   # 8 videos in 4 groups
+    # A new pipeline of the task (the run closed its own): 8 videos in 4 groups.
+    it = trainer._pipeline(next(t for t in trainer.tasks if t.objective == task))
+    batch = next(it)
+    it.close()
     assert batch["pack_src"].shape[0] == 4 and batch["unpack_src"].shape[0] == 8
+    rows = c.layout.max_rows + (3 if task == "vsm-device" else 0)
+    assert batch["pack_src"].shape[1] == rows
+  assert "row_spare" in trainer.example_banks["vsm-device"]   # its queries' [CLS] slots
   assert last["train/mlm-device/group_overflow"] == 0   # 2 K - 8 slots hold every group's
   c.mesh.num_devices, c.train.batch_videos = 2, 6    # 3 videos per shard: a group would span two
   with pytest.raises(ValueError, match=r"layout.pack_videos=2 must divide each batch shard's "

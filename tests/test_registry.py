@@ -93,7 +93,7 @@ def test_a_registered_objective_gets_a_config_entry(toy):
   from configs import common
   from hero_jax.train import tasks
   c = common.base_config()
-  assert dict(c.objectives.frame_mean) == {"ratio": 0.0, "weight": 1.0}
+  assert dict(c.objectives.frame_mean) == {"ratio": 0.0, "packed_rows": 0, "weight": 1.0}
   c.objectives.frame_mean.update({"ratio": 1.0, "weight": 2.0})
   tasks.check_config(c)
   ratio, settings = tasks.objective_settings(c)["frame-mean"]

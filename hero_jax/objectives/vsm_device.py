@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hero_jax import layout
+from hero_jax import layout, packing
 from hero_jax.objectives import common, host, registry, vsm
 
 FIELDS = layout.VIDEO_FIELDS + ("vsm_query_ids", "vsm_query_mask", "vsm_query_st_ed",
@@ -39,7 +39,8 @@ def make_vsm_rows_example(video: layout.VideoExample, rng, ctx: host.HostContext
     raise registry.SkipExample(
         "vsm_no_matched_subtitle", f"video {video.vid!r} has no subtitle with a matched frame")
   rows = host.sep_row_texts(video, ctx, max_txt_len=ctx.max_txt_len)
-  out = host.build_video_fields(video, ctx, rows, stats)
+  spare = s.packed and ctx.pack_queries   # the drawn queries go into the packed rows
+  out = host.build_video_fields(video, ctx, rows, stats, pack=not spare)
   ids = np.full((s.max_rows, s.max_query_tokens), ctx.ids.pad, np.int32)
   mask = np.zeros((s.max_rows, s.max_query_tokens), np.int32)
   st_ed = np.zeros((s.max_rows, 2), np.int32)
@@ -55,6 +56,16 @@ def make_vsm_rows_example(video: layout.VideoExample, rng, ctx: host.HostContext
     is_matched[sub] = 1
   out.update({"vsm_query_ids": ids, "vsm_query_mask": mask, "vsm_query_st_ed": st_ed,
               "vsm_matched": is_matched})
+  if spare:   # a free slot after each matched row, for the [CLS] of a query drawn from it
+    out["row_spare"] = is_matched
+    if not s.packs_batches:
+      try:
+        out.update(packing.pack_fields(out["row_frame_mask"], out["row_txt_mask"], s,
+                                       row_spare=is_matched))
+      except packing.RowsDoNotFit as e:
+        raise ValueError(f"video {video.vid!r}: {e} (its rows and {packing.SPARE_WHAT}); "
+                         "raise packed_rows (or packed_width) in the layout sizes, "
+                         f"{packing.SPARE_FIX}") from None
   return out
 
 
@@ -89,6 +100,7 @@ def draw(batch: dict, key, queries: int, pad_id: int = layout.PAD_ID) -> dict:
   taken = is_query[:, :, None] & (jnp.arange(t)[None, None, :] >= 1)   # [SEP] stays
   out["row_txt_mask"] = jnp.where(taken, 0, batch["row_txt_mask"])
   out["row_ids"] = jnp.where(taken, pad_id, batch["row_ids"])
+  out.pop("row_spare", None)
   if "pack_seg" in batch:   # the taken slots leave their packed segment
     m = batch["row_frame_mask"].shape[-1]
     groups = batch["pack_src"].shape[0]   # pack groups: their videos' slots one after another
@@ -97,7 +109,46 @@ def draw(batch: dict, key, queries: int, pad_id: int = layout.PAD_ID) -> dict:
     gone = jnp.take_along_axis(slot_taken.reshape(groups, -1), src, axis=-1)
     gone = gone.reshape(batch["pack_seg"].shape)
     out["pack_seg"] = jnp.where(gone, 0, batch["pack_seg"])
+    if "row_spare" in batch:
+      out.update(queries_in_place(batch, out, subs))
   return out
+
+
+def queries_in_place(batch: dict, out: dict, subs) -> dict:
+  """``pack_src`` / ``pack_seg`` / ``query_unpack_src`` that run the drawn
+  queries in the packed rows, where their subtitles' text already is: query
+  token j >= 1 in the slot of its row's text token j, its ``[CLS]`` in the
+  free slot after the row (``row_spare``), all in a segment of the query's
+  own (the row keeps its frames and ``[SEP]``). A subtitle drawn twice (the
+  last repeated up to Q) is run once: both queries read the same slots.
+  ``pack_src`` reads query q of the group's i-th video, token t, at
+  ``i_slots + (i * Q + q) * Lq + t`` as ``vsm``'s packed queries
+  (``packing.pack_group``)."""
+  v, r, t = batch["row_txt_mask"].shape
+  m = batch["row_frame_mask"].shape[-1]
+  groups, p, w = batch["pack_src"].shape
+  per, q = v // groups, subs.shape[1]
+  lq = out["query_ids"].shape[-1]
+  row_slots = jnp.take_along_axis(batch["unpack_src"], subs[..., None], axis=1)  # [V, Q, M+T]
+  text_n = jnp.take_along_axis(batch["row_txt_mask"].sum(-1), subs, axis=1)      # [V, Q]
+  token = jnp.arange(lq)
+  text_slots = jnp.take_along_axis(row_slots, jnp.minimum(m + token, m + t - 1)[None, None],
+                                   axis=-1)
+  spare = jnp.take_along_axis(row_slots, (m + text_n - 1)[..., None], axis=-1) + 1
+  real = out["query_mask"] > 0
+  q_src = jnp.where(real, jnp.where(token == 0, spare, text_slots), 0)           # [V, Q, Lq]
+  # A query's first draw writes its slots; a repeat reads them.
+  first = jnp.concatenate([jnp.ones((v, 1), bool), subs[:, 1:] != subs[:, :-1]], axis=1)
+  local = (jnp.arange(v) % per)[:, None] * q + jnp.arange(q)[None, :]           # [V, Q]
+  source = per * r * (m + t) + local[..., None] * lq + token
+  segment = jnp.broadcast_to((per * r + local + 1)[..., None], q_src.shape)
+  at = (jnp.arange(v) // per)[:, None, None] * (p * w) + q_src
+  at = jnp.where(real & first[..., None], at, groups * p * w)   # out of range: dropped
+  pack_src = jnp.asarray(batch["pack_src"]).reshape(-1).at[at.reshape(-1)].set(
+      source.reshape(-1), mode="drop").reshape(groups, p, w)
+  pack_seg = jnp.asarray(out["pack_seg"]).reshape(-1).at[at.reshape(-1)].set(
+      segment.reshape(-1), mode="drop").reshape(groups, p, w)
+  return {"pack_src": pack_src, "pack_seg": pack_seg, "query_unpack_src": q_src}
 
 
 @dataclasses.dataclass(frozen=True)

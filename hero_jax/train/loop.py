@@ -80,6 +80,8 @@ class Trainer:
     tasks.check_heads(self.tasks, self.cfg)
     self.sizes = tasks.layout_sizes(config)
     tasks.check_settings_fit_layout(self.settings, self.sizes)
+    # Each objective's sizes: the layout's, or its own packed rows.
+    self.objective_sizes = tasks.objective_sizes(config, self.sizes, self.settings)
     t = config.train
     self.tx, self.schedule = optimizer.hero_adamw(
         t.learning_rate, t.warmup_steps, t.num_steps, b1=t.b1, b2=t.b2, eps=t.eps,
@@ -120,8 +122,9 @@ class Trainer:
   def _key(task) -> str:
     return f"{task.dataset}:{task.objective}"
 
-  def _context(self, videos):
-    return pipeline.host_context(videos, self.sizes, max_txt_len=self.config.host.max_txt_len,
+  def _context(self, videos, objective: str):
+    return pipeline.host_context(videos, self.objective_sizes[objective],
+                                 max_txt_len=self.config.host.max_txt_len,
                                  mask_prob=self.config.host.mask_prob,
                                  pack_queries=self.config.host.pack_queries,
                                  queries_per_video=self.sizes.queries)
@@ -157,7 +160,7 @@ class Trainer:
       datasets_of = [t.dataset for t in self.tasks if t.objective == objective]
       banks[objective], rows[objective] = example_bank.load(
           objective, {d: self.train_videos[d] for d in datasets_of},
-          {d: self._context(self.train_videos[d]) for d in datasets_of},
+          {d: self._context(self.train_videos[d], objective) for d in datasets_of},
           {d: self.frame_index[d] for d in datasets_of}, self.mesh, c.data.example_bank,
           workers=example_bank.worker_count(c.data.example_bank_workers))
     return banks, rows
@@ -171,13 +174,13 @@ class Trainer:
       return example_bank.IndexIterator(
           self.example_rows[task.objective][task.dataset], task.objective, self.local_batch,
           self.config.seed, process_index=jax.process_index(),
-          process_count=jax.process_count(), sizes=self.sizes)
+          process_count=jax.process_count(), sizes=self.objective_sizes[task.objective])
     frame_index = None if videos else self.frame_index.get(task.dataset)
     videos = videos or self.train_videos[task.dataset]
     options = {"batch_videos": self.local_batch, "seed": self.config.seed,
                "worker_count": self.config.data.worker_count,
                "read_threads": self.config.data.read_threads, **options}
-    return pipeline.make_pipeline(videos, task.objective, self._context(videos),
+    return pipeline.make_pipeline(videos, task.objective, self._context(videos, task.objective),
                                   pipeline.PipelineOptions(**options), frame_index=frame_index)
 
   def _train_step(self, objective: str):
@@ -341,7 +344,8 @@ class Trainer:
     c = self.config
     ctx = eval_run.EvalContext(
         model=self.model, params=self.state.params,
-        sizes=self.sizes, objective_settings=self.settings[task.objective],
+        sizes=self.objective_sizes[task.objective],
+        objective_settings=self.settings[task.objective],
         eval_config=c.eval.to_dict(), workdir=self.workdir, mesh=self.mesh,
         batch_multiple=self.batch_shards, write_files=jax.process_index() == 0)
     out, predictions = {}, {}

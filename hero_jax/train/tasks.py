@@ -37,13 +37,14 @@ def model_config_dict(preset: str, **fields) -> ml_collections.ConfigDict:
 
 
 def objectives_config_dict(ratios: dict) -> ml_collections.ConfigDict:
-  """``config.objectives``: every registered objective, ratio + default settings."""
+  """``config.objectives``: every registered objective, ratio, ``packed_rows``
+  (0: ``layout.packed_rows``; see ``objective_sizes``) + default settings."""
   import hero_jax.objectives  # noqa: F401  (registers the built-in objectives)
   out = {}
   for name in registry.names():
     key = config_key(name)
     settings = dataclasses.asdict(registry.get(name).settings())
-    out[key] = {"ratio": float(ratios.get(key, 0.0)), **settings}
+    out[key] = {"ratio": float(ratios.get(key, 0.0)), "packed_rows": 0, **settings}
   unknown = sorted(set(ratios) - set(out))
   if unknown:
     raise ValueError(f"unknown objectives {unknown}; known: {sorted(out)}")
@@ -109,7 +110,7 @@ def check_config(c) -> None:
   _check_fields("objectives", c.objectives, known)
   for key, entry in c.objectives.items():
     settings = [f.name for f in dataclasses.fields(registry.get(known[key]).settings)]
-    _check_fields(f"objectives.{key}", entry, ["ratio", *settings])
+    _check_fields(f"objectives.{key}", entry, ["ratio", "packed_rows", *settings])
   for key, entry in c.data.datasets.items():
     _check_fields(f"data.datasets.{key}", entry, DATASET_FIELDS)
   from hero_jax.data import synthetic
@@ -161,7 +162,8 @@ def drawn_objectives(c) -> dict:
         raise ValueError(f"config.objectives.{key} and {key}_device both have a ratio: with "
                          f"objective_draws='device' give {key} the ratio (it moves to {key}_device)")
       for name, value in entry.items():
-        if name != "ratio" and name in twin and twin[name] != value:
+        # packed_rows stays each form's own: vsm-device packs its rows otherwise.
+        if name not in ("ratio", "packed_rows") and name in twin and twin[name] != value:
           logging.warning("objective_draws=device: objectives.%s_device.%s=%r replaced by "
                           "objectives.%s.%s=%r", key, name, twin[name], key, name, value)
           twin[name] = value
@@ -176,6 +178,7 @@ def objective_settings(c) -> dict:
   for key, entry in drawn_objectives(c).items():
     entry = dict(entry)
     ratio = float(entry.pop("ratio", 0.0))
+    entry.pop("packed_rows", None)   # a layout size: objective_sizes
     if ratio < 0:
       raise ValueError(f"config.objectives.{key}.ratio must be >= 0, got {ratio}")
     if ratio == 0:
@@ -184,6 +187,26 @@ def objective_settings(c) -> dict:
     out[objective.name] = (ratio, objective.make_settings(entry))
   if not out:
     raise ValueError("config.objectives: no objective has a ratio > 0")
+  return out
+
+
+def objective_sizes(c, sizes: layout.LayoutSizes, objectives) -> dict:
+  """{objective: its layout sizes}: ``layout``'s, with
+  ``objectives.<key>.packed_rows`` (when > 0) as that objective's packed rows.
+  Each objective compiles its own step, so an objective that needs more
+  packed rows than the others (``vsm-device`` keeps a slot after each matched
+  row) can have them without the others running the extra rows."""
+  entries = drawn_objectives(c)
+  out = {}
+  for name in objectives:
+    key = config_key(name)
+    rows = int(entries.get(key, {}).get("packed_rows", 0) or 0)
+    if rows < 0:
+      raise ValueError(f"config.objectives.{key}.packed_rows must be >= 0, got {rows}")
+    if rows and not sizes.packed:
+      raise ValueError(f"config.objectives.{key}.packed_rows={rows} needs packed rows: set "
+                       "config.layout.packed_rows and config.layout.packed_width")
+    out[name] = dataclasses.replace(sizes, packed_rows=rows) if rows else sizes
   return out
 
 
