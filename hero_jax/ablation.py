@@ -142,8 +142,16 @@ def run_stage(stage: Stage, config, workdir) -> dict:
   if not any(k.startswith("val/") for k in metrics):
     # It had finished training but not its evaluation (stopped right after the last save).
     metrics.update(trainer.evaluate(trainer.restore()))
-  done.write_text(json.dumps({"stage": dataclasses.asdict(stage), "metrics": metrics}, indent=1))
+  write_result(done, {"stage": dataclasses.asdict(stage), "metrics": metrics})
   return metrics
+
+
+def write_result(done, record: dict) -> None:
+  """Writes a stage's ``result.json`` whole or not at all (a temporary file
+  renamed): another shard waiting for it must never read half a file."""
+  partial = done.with_name(done.name + ".partial")
+  partial.write_text(json.dumps(record, indent=1))
+  partial.rename(done)
 
 
 def column_value(metrics: dict, suffix: str) -> Optional[float]:

@@ -116,7 +116,7 @@ def test_shards_start_together_and_fine_tunes_wait_for_their_pre_training(tmp_pa
       assert (workdir / stage.init_from / "result.json").exists(), stage
     time.sleep(0.05)
     (workdir / stage.folder).mkdir(parents=True, exist_ok=True)
-    (workdir / stage.folder / "result.json").write_text(json.dumps({"metrics": {}}))
+    ablation.write_result(workdir / stage.folder / "result.json", {"metrics": {}})
     ran.append(stage.folder)
     return {}
   monkeypatch.setattr(ablation, "run_stage", fake_stage)
