@@ -8,7 +8,7 @@ import pytest
 from configs import common, pretrain_tiny
 from hero_jax.data import build, frame_bank, pipeline
 from hero_jax.train import loop, sharding
-
+from tests.counting import CountingSource
 
 
 @pytest.fixture(scope="module")
@@ -62,23 +62,6 @@ def test_builders_record_each_videos_stored_frame_rows(synthetic):
     videos = pipeline.VideoSource(synthetic, split, max_clip_len=None)
     assert videos.metadata["frame_rows"][split] == [
         len(videos[i]["frames"]) for i in range(len(videos))]
-
-
-class CountingSource:
-  """A ``VideoSource`` that counts which records are read."""
-
-  def __init__(self, source):
-    self.source, self.reads = source, []
-
-  def __getattr__(self, name):
-    return getattr(self.source, name)
-
-  def __len__(self):
-    return len(self.source)
-
-  def __getitem__(self, i):
-    self.reads.append(i)
-    return self.source[i]
 
 
 @pytest.mark.parametrize("mode", ["replicated", "sharded"])
