@@ -28,6 +28,11 @@ config_flags.DEFINE_config_file("config", None, "Training config file.", lock_co
 flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the config copy go here "
                     "(a local folder or gs://...).")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
+# Where JAX cannot find them itself (TPU pods, SLURM and MPI jobs it can): a
+# GPU cluster started another way, or several processes on one machine.
+flags.DEFINE_string("coordinator_address", None, "With --distributed: process 0's host:port.")
+flags.DEFINE_integer("num_processes", None, "With --distributed: how many processes.")
+flags.DEFINE_integer("process_id", None, "With --distributed: this process's index.")
 FLAGS = flags.FLAGS
 
 
@@ -74,7 +79,11 @@ def main(argv):
   del argv
   import jax
   if FLAGS.distributed:
-    jax.distributed.initialize()
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  elif any(v is not None for v in (FLAGS.coordinator_address, FLAGS.num_processes,
+                                   FLAGS.process_id)):
+    raise app.UsageError("--coordinator_address, --num_processes and --process_id need "
+                         "--distributed")
   from hero_jax import paths
   from hero_jax.train import loop, tasks
   config, workdir = FLAGS.config, FLAGS.workdir

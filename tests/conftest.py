@@ -64,7 +64,7 @@ FILE_SECONDS = {"test_train_step.py": 480, "test_baselines.py": 350, "test_model
                 "test_finetune_vcmr.py": 275, "test_finetune_videoqa.py": 270,
                 "test_train_loop.py": 250, "test_preemption.py": 230, "test_ablation.py": 140,
                 "test_parity.py": 120, "test_frame_bank.py": 80, "test_device_draws.py": 60,
-                "test_example_bank.py": 55, "test_pruning.py": 50}
+                "test_example_bank.py": 55, "test_pruning.py": 50, "test_multihost.py": 80}
 
 
 def pytest_collection_modifyitems(items):

@@ -37,13 +37,29 @@ def dataset_dir(name: str, data_dir: str, config) -> str:
   """A built dataset's folder; the synthetic set is built on first use (and
   checked against ``config.data.synthetic`` when it exists)."""
   synthetic = name.startswith("hero_synthetic/")
-  if synthetic and not (paths.resolve(data_dir) / name).is_dir():
-    from hero_jax.data import build
-    build.build(name, str(paths.resolve(data_dir)), spec=_synthetic_spec(config))
+  if synthetic:
+    _build_once(name, data_dir, config)
   folder = pipeline.dataset_dir(data_dir, name)
   if synthetic:
     _check_synthetic_spec(folder, config)
   return folder
+
+
+def _build_once(name: str, data_dir: str, config) -> None:
+  """Builds the synthetic set unless a build is there. The processes of a
+  multi-process run may all start it (a shared folder): TFDS builds into a
+  temporary folder renamed at the end, so the first to finish wins and the
+  others, whose rename fails, use its build."""
+  try:
+    pipeline.dataset_dir(data_dir, name)
+    return
+  except FileNotFoundError:
+    pass
+  from hero_jax.data import build
+  try:
+    build.build(name, str(paths.resolve(data_dir)), spec=_synthetic_spec(config))
+  except FileExistsError:
+    pipeline.dataset_dir(data_dir, name)   # built by another process meanwhile
 
 
 def open_split(entry, split: str, config, decode_frames: bool = True):
