@@ -62,7 +62,7 @@ class DatasetRows:
   skipped_ids: dict
   stats: collections.Counter
   padding: dict
-  # int16 [n, R, 2] (``packing.row_counts``) when the layout packs groups of
+  # int16 [n, R, 3] (``packing.row_counts``) when the layout packs groups of
   # several videos: IndexIterator packs each batch's groups from them.
   row_counts: Optional[np.ndarray] = None
   # The bank rows this process made and samples (one per example, in the

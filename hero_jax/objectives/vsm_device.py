@@ -9,7 +9,9 @@ last repeated up to Q; it gathers their queries and takes their text out of
 the video's rows (the row keeps its [SEP]). With packed rows the taken-out
 slots leave their packed segment (segment 0: no position attends to them),
 which gives the outputs of the host path's shorter rows (the packing
-equivalence). The same distribution as ``vsm`` (the parity path), another
+equivalence). With ``host.pack_queries`` the drawn queries then run in the
+packed rows too, in their subtitles' text slots and a free slot kept after
+each matched row for their ``[CLS]`` (``queries_in_place``). The same distribution as ``vsm`` (the parity path), another
 random stream; with no host draw its examples can live in the device example
 bank.
 """
