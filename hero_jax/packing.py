@@ -358,7 +358,7 @@ def fit_report(videos, widths, max_txt_len: int = 60, pack_videos: int = 1,
   ``queries`` per video share its packed rows (random draws of them; with
   groups of one video, one draw per video). ``vsm_device_packed_rows``: the
   same for ``vsm-device``: whole rows and a free slot after each matched one
-  (``row_spare``)."""
+  (``row_spare``); None where a row and its free slot exceed the width."""
   lengths = [video_row_lengths(v, max_txt_len) for v in videos]
   lengths = [x for x in lengths if x.size]
   frames = max(max(len(fr) for fr in v.sub_frames) for v in videos if v.sub_frames)
@@ -381,7 +381,7 @@ def fit_report(videos, widths, max_txt_len: int = 60, pack_videos: int = 1,
   device_groups = drawn_groups(spared, pack_videos, epochs, seed)
   out = []
   for width in widths:
-    if width < frames + tokens + 1:   # the longest row (and a spare slot after it)
+    if width < frames + tokens:   # must hold the longest row
       continue   # must hold the longest row
     need = np.array([rows_for(x, width) for x in groups])
     out.append({"packed_width": width, "packed_rows": int(need.max()),
@@ -389,9 +389,20 @@ def fit_report(videos, widths, max_txt_len: int = 60, pack_videos: int = 1,
                 "packed_real_share": useful / (len(groups) * int(need.max()) * width),
                 "unpacked_real_share": unpacked_share,
                 "vsm_packed_rows": max((rows_for(x, width) for x in vsm_groups), default=0),
-                "vsm_device_packed_rows": max((rows_for(x, width) for x in device_groups),
-                                              default=0)})
+                "vsm_device_packed_rows": _rows_or_none(device_groups, width)})
   return out
+
+
+def _rows_or_none(groups, width: int) -> int | None:
+  """The most packed rows any group needs; None when a row does not fit ``width``."""
+  try:
+    return max((rows_for(x, width) for x in groups), default=0)
+  except RowsDoNotFit:
+    return None
+
+
+def _cell(value) -> str:
+  return "-" if value is None else str(value)   # "-": a row and its spare slot do not fit
 
 
 def main(argv=None) -> None:
@@ -431,7 +442,7 @@ def main(argv=None) -> None:
                       queries=args.queries):
     print(f"{r['packed_width']:12d} {r['packed_rows']:11d} {r['p99']:6.1f} {r['p50']:6.1f} "
           f"{r['packed_real_share']:17.1%} {r['unpacked_real_share']:9.1%} "
-          f"{r['vsm_packed_rows']:13d} {r['vsm_device_packed_rows']:10d}")
+          f"{r['vsm_packed_rows']:13d} {_cell(r['vsm_device_packed_rows']):>10s}")
   predictions = prediction_report(videos, args.max_txt_len, args.pack_videos, args.mask_prob)
   key = ("objectives.mlm.group_predictions" if args.pack_videos > 1 else "layout.max_predictions")
   print(f"MLM predictions per {per} (mask_prob {args.mask_prob}, {predictions['draws']} draws per {per}): "

@@ -188,6 +188,10 @@ def test_the_device_vsm_draw_gives_the_host_paths_losses_on_packed_rows(group, p
   beside, _ = drawn_batch(dataclasses.replace(ctx, pack_queries=False))
   # Too few packed rows for the rows and their spare slots: the error names the fixes.
   tight = dataclasses.replace(ctx, sizes=dataclasses.replace(ctx.sizes, packed_rows=1))
+  longer = dataclasses.replace(ctx, sizes=dataclasses.replace(ctx.sizes, max_row_tokens=4))
+  with pytest.raises(ValueError, match=r"layout.max_query_tokens \(5\) must not exceed "
+                                       r"layout.max_row_tokens \(4\), or set host.pack_queries"):
+    vsm_device.make_vsm_rows_example(videos[0], None, longer)
   with pytest.raises(ValueError, match=r"slots kept for vsm-device's query \[CLS\]\); raise "
                      r"packed_rows .*objectives.vsm_device.packed_rows.*host.pack_queries"):
     drawn_batch(tight)

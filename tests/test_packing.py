@@ -303,6 +303,9 @@ def test_fit_report_matches_the_transforms_and_the_command_prints_it(tmp_path, c
   device_need = [packing.rows_for(packing.row_lengths(ex["row_frame_mask"], ex["row_txt_mask"])
                                   + ex["row_spare"], width) for ex in device_ex]
   assert report["vsm_device_packed_rows"] == max(device_need) >= max(need)
+  # A width that holds the longest row but not with its free slot: '-' for vsm-device only.
+  assert packing._rows_or_none([np.array([6, 3])], 6) == 2   # 6 + 3 slots in rows of 6
+  assert packing._rows_or_none([np.array([7, 3])], 6) is None
   assert max(device_need) == max(int(ex["pack_seg"].any(-1).sum()) for ex in device_ex)
   assert report["packed_real_share"] > report["unpacked_real_share"]
   packing.main(["--data_dir", str(tmp_path), "--dataset", "hero_synthetic/videos",

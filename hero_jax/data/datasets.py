@@ -47,9 +47,9 @@ def dataset_dir(name: str, data_dir: str, config) -> str:
 
 def _build_once(name: str, data_dir: str, config) -> None:
   """Builds the synthetic set unless a build is there. The processes of a
-  multi-process run may all start it (a shared folder): TFDS builds into a
-  temporary folder renamed at the end, so the first to finish wins and the
-  others, whose rename fails, use its build."""
+  multi-process run may all build it (a shared folder): TFDS builds into a
+  temporary folder renamed at the end, so the first to finish is kept and the
+  others, whose rename fails, use it."""
   try:
     pipeline.dataset_dir(data_dir, name)
     return
@@ -58,8 +58,11 @@ def _build_once(name: str, data_dir: str, config) -> None:
   from hero_jax.data import build
   try:
     build.build(name, str(paths.resolve(data_dir)), spec=_synthetic_spec(config))
-  except FileExistsError:
-    pipeline.dataset_dir(data_dir, name)   # built by another process meanwhile
+  except OSError as e:   # the final rename: another process's build got there first
+    try:
+      pipeline.dataset_dir(data_dir, name)
+    except FileNotFoundError:
+      raise e from None
 
 
 def open_split(entry, split: str, config, decode_frames: bool = True):

@@ -42,6 +42,12 @@ def make_vsm_rows_example(video: layout.VideoExample, rng, ctx: host.HostContext
         "vsm_no_matched_subtitle", f"video {video.vid!r} has no subtitle with a matched frame")
   rows = host.sep_row_texts(video, ctx, max_txt_len=ctx.max_txt_len)
   spare = s.packed and ctx.pack_queries   # the drawn queries go into the packed rows
+  if spare and s.max_query_tokens > s.max_row_tokens:
+    # A query's token j runs in its row's text slot j: a query longer than the row has none.
+    raise ValueError(f"vsm-device runs its queries in their rows' text slots: "
+                     f"layout.max_query_tokens ({s.max_query_tokens}) must not exceed "
+                     f"layout.max_row_tokens ({s.max_row_tokens}), or set "
+                     "host.pack_queries=False")
   out = host.build_video_fields(video, ctx, rows, stats, pack=not spare)
   ids = np.full((s.max_rows, s.max_query_tokens), ctx.ids.pad, np.int32)
   mask = np.zeros((s.max_rows, s.max_query_tokens), np.int32)
