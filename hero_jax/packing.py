@@ -23,10 +23,18 @@ class RowsDoNotFit(ValueError):
   """The rows of a video need more packed rows than ``packed_rows``."""
 
 
-# What a vsm-device batch whose rows and spare slots do not fit says.
-SPARE_WHAT = "the slots kept for vsm-device's query [CLS]"
-SPARE_FIX = ("or give vsm-device packed rows of its own (objectives.vsm_device.packed_rows; "
-             "python -m hero_jax.packing prints how many), or set host.pack_queries=False")
+def does_not_fit(error, queries: bool = False, spared: bool = False) -> str:
+  """``RowsDoNotFit``'s message, with what the packed rows had to hold besides
+  the rows (VSM's queries, or ``vsm-device``'s free [CLS] slots) and the fixes."""
+  if queries:
+    what, fix = " (its rows and VSM queries)", ", or set host.pack_queries=False"
+  elif spared:
+    what = " (its rows and the slots kept for vsm-device's query [CLS])"
+    fix = (", or give vsm-device packed rows of its own (objectives.vsm_device.packed_rows; "
+           "python -m hero_jax.packing prints how many), or set host.pack_queries=False")
+  else:
+    what = fix = ""
+  return f"{error}{what}; raise packed_rows (or packed_width) in the layout sizes{fix}"
 
 
 def row_lengths(row_frame_mask: np.ndarray, row_txt_mask: np.ndarray) -> np.ndarray:
@@ -192,12 +200,8 @@ def _pack_groups(counts: np.ndarray, sizes: layout.LayoutSizes, vids, queries) -
     except RowsDoNotFit as e:
       names = list(vids[start:start + g]) if vids is not None else list(range(start, start + g))
       spared = bool(counts[start:start + g, :, 2].any())
-      what = (" (its rows and VSM queries)" if queries is not None else
-              f" (its rows and {SPARE_WHAT})" if spared else "")
-      fix = (f", {SPARE_FIX}" if spared else
-             ", or set host.pack_queries=False" if queries is not None else "")
-      raise RowsDoNotFit(f"pack group of videos {names}: {e}{what}; raise packed_rows (or "
-                         f"packed_width) in the layout sizes{fix}") from None
+      raise RowsDoNotFit(f"pack group of videos {names}: "
+                         f"{does_not_fit(e, queries is not None, spared)}") from None
   out = {"pack_src": np.stack([x["pack_src"] for x in groups]),
          "pack_seg": np.stack([x["pack_seg"] for x in groups])}
   for key in ("unpack_src", "query_unpack_src"):   # per video

@@ -125,7 +125,7 @@ def make_examples(videos, objective: str, ctx, frame_index, workers: int = 0,
   if videos.kind != spec.records:
     raise ValueError(f"objective {objective!r} reads {spec.records} records, but {videos.path} "
                      f"split {videos.split!r} holds {videos.kind}")
-  source = videos.source if spec.records == "videos" else videos
+  source = record_source(videos, objective)
   transform = pipeline.RecordTransform(objective, spec.make_example, ctx, seed=0,
                                        shard_len=len(source), max_clip_len=videos.max_clip_len,
                                        kind=spec.records, frame_index=frame_index)
@@ -210,9 +210,10 @@ def gather(batch: dict, bank: dict) -> dict:
   return out
 
 
-def record_count(videos, objective: str) -> int:
-  """The records ``make_examples`` reads of ``videos`` for ``objective``."""
-  return len(videos.source if registry.get(objective).records == "videos" else videos)
+def record_source(videos, objective: str):
+  """What ``make_examples`` reads records from: a video split's records, or
+  the query records joined to their videos."""
+  return videos.source if registry.get(objective).records == "videos" else videos
 
 
 def load(objective: str, videos_by_dataset: dict, contexts: dict, frame_indexes: dict, mesh,
@@ -239,7 +240,7 @@ def load(objective: str, videos_by_dataset: dict, contexts: dict, frame_indexes:
            for key, videos in videos_by_dataset.items()}
   host_bank, rows = concatenate(parts)
   if mode == "sharded":
-    capacities = [sum(len(range(q, record_count(videos, objective), count))
+    capacities = [sum(len(range(q, len(record_source(videos, objective)), count))
                       for videos in videos_by_dataset.values()) for q in range(count)]
     devices = collections.Counter(d.process_index for d in mesh.devices.flat)
     shape = (rows_per_device(capacities, [devices[q] for q in range(count)]) * mesh.size,)

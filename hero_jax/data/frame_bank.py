@@ -81,7 +81,7 @@ def load_rows(sources: dict, max_clip_len) -> tuple:
   in several sources of one key (the same video id) is stored once.
   """
   plan = BankPlan(sources, max_clip_len, stored_rows=None)
-  return np.concatenate([plan.zero_row()] + plan.frames), plan.indexes
+  return plan.host_bank(), plan.indexes
 
 
 class BankPlan:
@@ -128,8 +128,9 @@ class BankPlan:
                        f"{f'video {vid!r} has ' if vid else ''}frame features of dim {dim}, "
                        f"the bank's are {self.dim}")
 
-  def zero_row(self) -> np.ndarray:
-    return np.zeros((1, self.dim), np.float16)
+  def host_bank(self) -> np.ndarray:
+    """[1 + N, D] float16: the zero row, then the frames read (``stored_rows=None``)."""
+    return np.concatenate([np.zeros((1, self.dim), np.float16)] + self.frames)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,7 +258,7 @@ def load(sources: dict, max_clip_len, mesh, mode: str, dtype: str) -> tuple:
     stored = counted_rows(sources)
   plan = BankPlan(sources, max_clip_len, stored)
   if stored is None:
-    bank = place(np.concatenate([plan.zero_row()] + plan.frames), mesh, mode, dtype)
+    bank = place(plan.host_bank(), mesh, mode, dtype)
     held = plan.total
   else:
     shape = (padded_rows(plan.total, mesh, mode), plan.dim)

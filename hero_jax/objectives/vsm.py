@@ -112,8 +112,7 @@ def pack_with_queries(video: layout.VideoExample, example: dict, ctx: host.HostC
     return packing.pack_fields(example["row_frame_mask"], example["row_txt_mask"], s,
                                example["query_mask"])
   except packing.RowsDoNotFit as e:
-    raise ValueError(f"video {video.vid!r}: {e} (its rows and VSM queries); raise packed_rows "
-                     "(or packed_width) in the layout sizes, or set host.pack_queries=False") from None
+    raise ValueError(f"video {video.vid!r}: {packing.does_not_fit(e, queries=True)}") from None
 
 
 def make_vsm_example(video: layout.VideoExample, rng: np.random.Generator,

@@ -71,9 +71,7 @@ def make_vsm_rows_example(video: layout.VideoExample, rng, ctx: host.HostContext
         out.update(packing.pack_fields(out["row_frame_mask"], out["row_txt_mask"], s,
                                        row_spare=is_matched))
       except packing.RowsDoNotFit as e:
-        raise ValueError(f"video {video.vid!r}: {e} (its rows and {packing.SPARE_WHAT}); "
-                         "raise packed_rows (or packed_width) in the layout sizes, "
-                         f"{packing.SPARE_FIX}") from None
+        raise ValueError(f"video {video.vid!r}: {packing.does_not_fit(e, spared=True)}") from None
   return out
 
 
