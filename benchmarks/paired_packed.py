@@ -20,8 +20,17 @@ bench_paired's own; the losses are the unpacked ones (tests/test_packing.py).
       --jax-python "$(which python)" --batch 8 --steps 3 --warmup 1 --rounds 1 \\
       --tasks mlm,mfm-nce,fom,vsm --out paired_packed.json
 
-Every argument but ``--bench``, ``--pack_width``, ``--pack_videos`` and
-``--group_predictions`` goes to bench_paired. Its workers run this file again
+Two more changes, each off by default: ``--dtype bfloat16`` computes the
+hero_jax side in bfloat16 (``model.dtype``; float32 parameters and Adam
+state, as the README's Speed section describes), and ``--original_autocast``
+runs the original's forward under ``torch.autocast("cpu", torch.bfloat16)``
+(its backward follows; parameters, gradients and the optimizer stay float32),
+the CPU counterpart of the original's own mixed precision (apex, GPU only),
+for a like-for-like comparison of the two in bfloat16.
+
+Every argument but ``--bench``, ``--pack_width``, ``--pack_videos``,
+``--group_predictions``, ``--dtype`` and ``--original_autocast`` goes to
+bench_paired. Its workers run this file again
 (it stands in for bench_paired's own path), and read these settings from the
 environment.
 """
@@ -34,9 +43,9 @@ import importlib.util
 import os
 import sys
 
-BENCH_ENV, WIDTH_ENV, GROUP_ENV, BUDGET_ENV = (
+BENCH_ENV, WIDTH_ENV, GROUP_ENV, BUDGET_ENV, DTYPE_ENV, AUTOCAST_ENV = (
     "HERO_PAIRED_BENCH", "HERO_PAIRED_PACK_WIDTH", "HERO_PAIRED_PACK_VIDEOS",
-    "HERO_PAIRED_GROUP_PREDICTIONS")
+    "HERO_PAIRED_GROUP_PREDICTIONS", "HERO_PAIRED_DTYPE", "HERO_PAIRED_ORIGINAL_AUTOCAST")
 
 
 def load_bench(path: str):
@@ -105,6 +114,32 @@ def predict_per_group(budget: int) -> None:
                                if name == "mlm" else get(name))
 
 
+def compute_in(dtype: str) -> None:
+  """bench_paired builds its hero_jax model as ``tasks.PRESETS["base"](dtype=
+  "float32")``: from here on that preset computes in ``dtype``."""
+  from hero_jax.train import tasks
+  base = tasks.PRESETS["base"]
+  tasks.PRESETS["base"] = lambda **fields: base(**{**fields, "dtype": dtype})
+
+
+def autocast_original(bench) -> None:
+  """The original's model, as bench_paired builds it, with its forward (and
+  so the losses it computes) under ``torch.autocast("cpu", bfloat16)``."""
+  build = bench.bo.build_model
+
+  def build_autocast(orig, drop_svmr_prob):
+    import torch
+    model, cfg = build(orig, drop_svmr_prob)
+    forward = model.forward
+
+    def forward_in_bf16(*args, **kwargs):
+      with torch.autocast("cpu", dtype=torch.bfloat16):
+        return forward(*args, **kwargs)
+    model.forward = forward_in_bf16
+    return model, cfg
+  bench.bo.build_model = build_autocast
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(add_help=False)
   parser.add_argument("--bench", default=os.environ.get(BENCH_ENV))
@@ -114,6 +149,11 @@ def main() -> None:
                       default=int(os.environ.get(BUDGET_ENV, "0")),
                       help="MLM's objectives.mlm.group_predictions with --pack_videos > 1 (-1: "
                            "the most real predictions of any group of the batch)")
+  parser.add_argument("--dtype", default=os.environ.get(DTYPE_ENV, "float32"),
+                      choices=["float32", "bfloat16"], help="the hero_jax side's model.dtype")
+  parser.add_argument("--original_autocast", action="store_true",
+                      default=os.environ.get(AUTOCAST_ENV) == "1",
+                      help="the original's forward under torch.autocast('cpu', bfloat16)")
   ours, rest = parser.parse_known_args()
   if not ours.bench:
     sys.exit("--bench: the path of bench_paired.py is needed")
@@ -123,7 +163,13 @@ def main() -> None:
     sys.exit(f"--pack_videos must be positive, got {ours.pack_videos}")
   os.environ[BENCH_ENV], os.environ[WIDTH_ENV] = os.path.abspath(ours.bench), str(ours.pack_width)
   os.environ[GROUP_ENV], os.environ[BUDGET_ENV] = str(ours.pack_videos), str(ours.group_predictions)
+  os.environ[DTYPE_ENV], os.environ[AUTOCAST_ENV] = ours.dtype, str(int(ours.original_autocast))
   bench = load_bench(ours.bench)
+  side = rest[rest.index("--worker") + 1] if "--worker" in rest else None
+  if side == "hero_jax" and ours.dtype != "float32":
+    compute_in(ours.dtype)
+  if side == "original" and ours.original_autocast:
+    autocast_original(bench)
   bench.__file__ = os.path.abspath(__file__)   # its workers start this script
   bench.choose_sizes = packed_sizes(bench, ours.pack_width, ours.pack_videos,
                                     ours.group_predictions)

@@ -32,7 +32,9 @@ draw on the host of the distribution its step draws from; with its queries
 packed it gets packed rows of its own, as ``objectives.vsm_device.packed_rows``
 gives a run); the heads and embeddings are counted as executed. MFU = FLOP/s over the device's
 peak: ``--peak_tflops``, else a known peak for the device kind (bf16 dense),
-else on CPU a numpy float32 matmul measured now. Peak memory: the device's
+else on CPU a matmul measured now: numpy's float32, or with ``--dtype bfloat16``
+XLA's bfloat16 accumulated in float32 (the CPU's matrix units where it has
+them; ``--bf16_dots`` sets ``model.bf16_dots``). Peak memory: the device's
 ``peak_bytes_in_use`` where it reports one, else the process's peak RSS; per
 objective, ``temp GiB`` is XLA's temporaries of the compiled step
 (``memory_analysis()``: what the step needs beside its state and batch).
@@ -71,6 +73,20 @@ def measured_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
   for _ in range(repeats):
     start = time.perf_counter()
     a @ a
+    best = min(best, time.perf_counter() - start)
+  return 2 * n ** 3 / best / 1e9
+
+
+def measured_bf16_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+  """Best GFLOP/s of an n x n bfloat16 matmul accumulated in float32 under
+  XLA (on CPUs with AMX, the matrix units; ``hero_jax.model.matmul``)."""
+  a = jax.numpy.asarray(np.random.default_rng(0).normal(size=(n, n)), jax.numpy.bfloat16)
+  dot = jax.jit(lambda x: jax.numpy.matmul(x, x, preferred_element_type=jax.numpy.float32))
+  dot(a).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    dot(a).block_until_ready()
     best = min(best, time.perf_counter() - start)
   return 2 * n ** 3 / best / 1e9
 
@@ -439,6 +455,8 @@ def main():
                            "real predictions of any group of the batch)")
   parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVES), choices=OBJECTIVES)
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--bf16_dots", default="auto", choices=["auto", "f32_accumulate", "xla"],
+                      help="model.bf16_dots, with --dtype bfloat16")
   parser.add_argument("--scan", action="store_true", help="model.scan_layers: scan over layers")
   parser.add_argument("--no_pack_queries", action="store_true",
                       help="host.pack_queries=False: with --pack, VSM's queries run beside the rows")
@@ -452,8 +470,8 @@ def main():
   parser.add_argument("--ab_prune", action="store_true",
                       help="time the step with prune_last_layer on and off, alternating")
   parser.add_argument("--peak_tflops", type=float, default=None,
-                      help="the device's peak; default: known by device kind, or on CPU a numpy "
-                           "float32 matmul measured now")
+                      help="the device's peak; default: known by device kind, or on CPU a "
+                           "matmul of --dtype measured now (numpy float32; XLA bfloat16)")
   args = parser.parse_args()
   device = jax.devices()[0]
   known = next((v for k, v in KNOWN_PEAKS.items() if k in device.device_kind), None)
@@ -462,6 +480,11 @@ def main():
     peak = tflops * 1e3
     print(f"device: {device.device_kind}; peak: {tflops} TFLOP/s "
           f"({'stated' if args.peak_tflops else 'bf16 dense, from the vendor'})")
+  elif args.dtype == "bfloat16":
+    peak = measured_bf16_matmul_peak()
+    print(f"device: {device.device_kind}; peak: {peak:.0f} GFLOP/s (XLA bfloat16 2048^3 matmul "
+          f"accumulated in float32, measured now); GLIBC_TUNABLES"
+          f"={os.environ.get('GLIBC_TUNABLES', '')!r}")
   else:
     peak = measured_matmul_peak()
     print(f"device: {device.device_kind}; peak: {peak:.0f} GFLOP/s (numpy float32 2048^3 matmul, "
@@ -470,11 +493,13 @@ def main():
   for name in args.models:
     if args.ab_prune:
       ab_prune(name, tasks.PRESETS[name](dtype=args.dtype, scan_layers=args.scan,
-                                         remat_cross=args.remat, remat_temporal=args.remat), args)
+                                         remat_cross=args.remat, remat_temporal=args.remat,
+                                         bf16_dots=args.bf16_dots), args)
       continue
     bench(name, tasks.PRESETS[name](dtype=args.dtype, scan_layers=args.scan,
                                     remat_cross=args.remat, remat_temporal=args.remat,
-                                    prune_last_layer=not args.no_prune), args, peak)
+                                    prune_last_layer=not args.no_prune,
+                                    bf16_dots=args.bf16_dots), args, peak)
 
 
 if __name__ == "__main__":

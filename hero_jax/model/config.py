@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+import jax
 import jax.numpy as jnp
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -27,6 +28,12 @@ ENCODERS = ("hero", "h_trm", "f_trm")
 # "none" keeps every activation for the backward pass, "full" keeps only each
 # layer's input, "dots" keeps the matmul outputs (recomputes the rest).
 REMAT = ("none", "full", "dots")
+# How bfloat16 matmuls run (``hero_jax.model.matmul``): "f32_accumulate" through
+# custom VJPs whose forward and backward dots all return float32 from row-major
+# bfloat16 operands (the only bfloat16 dots XLA's CPU backend runs on the
+# matrix units); "xla" as JAX differentiates them; "auto" is "f32_accumulate"
+# on the CPU and "xla" elsewhere. Float32 models are unaffected.
+BF16_DOTS = ("auto", "f32_accumulate", "xla")
 
 
 def padded_vocab_size(vocab_size: int) -> int:
@@ -56,6 +63,7 @@ class HeroConfig:
   MLM's masked tokens): the same outputs there, for about a sixth less of the
   stack's work; ``False`` computes every position (the full per-layer
   intermediates, ``cross_modal_output``).
+  ``bf16_dots``: how bfloat16 matmuls are computed (``BF16_DOTS``).
   ``encoder``: the video encoder (``ENCODERS``): ``"hero"``, or the paper's
   baselines ``"h_trm"`` / ``"f_trm"`` (``hero_jax.model.baselines``; F-TRM's
   flat transformer has ``cross_layers + temporal_layers`` layers).
@@ -85,6 +93,7 @@ class HeroConfig:
   encoder: str = "hero"
   scan_layers: bool = False
   prune_last_layer: bool = True
+  bf16_dots: str = "auto"
 
   def __post_init__(self):
     if self.hidden_size % self.num_attention_heads:
@@ -102,6 +111,8 @@ class HeroConfig:
       raise ValueError(f"model.encoder must be one of {ENCODERS}, got {self.encoder!r}")
     if self.heads not in HEADS:
       raise ValueError(f"heads must be one of {HEADS}, got {self.heads!r}")
+    if self.bf16_dots not in BF16_DOTS:
+      raise ValueError(f"model.bf16_dots must be one of {BF16_DOTS}, got {self.bf16_dots!r}")
     for field in ("remat_cross", "remat_temporal"):
       if getattr(self, field) not in REMAT:
         raise ValueError(f"{field} must be one of {REMAT}, got {getattr(self, field)!r}")
@@ -111,6 +122,14 @@ class HeroConfig:
   @property
   def compute_dtype(self):
     return _DTYPES[self.dtype]
+
+  @property
+  def f32_accumulated_dots(self) -> bool:
+    """Whether matmuls go through ``hero_jax.model.matmul`` (bfloat16 only;
+    ``"auto"`` asks JAX's default backend at trace time)."""
+    if self.dtype != "bfloat16" or self.bf16_dots == "xla":
+      return False
+    return self.bf16_dots == "f32_accumulate" or jax.default_backend() == "cpu"
 
   @property
   def f_encoder_layers(self) -> int:

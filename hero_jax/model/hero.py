@@ -140,7 +140,7 @@ class CrossModalTransformer(nn.Module):
     return self.encoder(x, mask, deterministic, segments, keep)
 
   def mlm_logits(self, x):
-    return self.lm_head(x, self.embeddings.word_embeddings.attend)
+    return self.lm_head(x, L.tied_decoder(self.cfg, self.embeddings.word_embeddings))
 
   def pool(self, x):
     return self.pooler(x)

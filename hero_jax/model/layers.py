@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hero_jax.model import matmul
 from hero_jax.model.config import HeroConfig
 
 ATTENTION_MASK_VALUE = -10000.0   # additive, as HERO (not -inf)
@@ -66,6 +67,7 @@ def dense(cfg: HeroConfig, features: int, axes: tuple, name: str, *,
     bias_init = torch_linear_init(torch_default_init, (axes[-1],))
   return nn.Dense(features, use_bias=use_bias, dtype=cfg.compute_dtype,
                   param_dtype=_f32, kernel_init=kernel_init, bias_init=bias_init,
+                  dot_general=matmul.dense_dot_general if cfg.f32_accumulated_dots else None,
                   name=name)
 
 
@@ -82,6 +84,16 @@ def embed(cfg: HeroConfig, num: int, features: int, axes: tuple, name: str,
   return nn.Embed(num, features, dtype=cfg.compute_dtype, param_dtype=_f32,
                   embedding_init=normal_init(cfg.initializer_range if std is None else std, axes),
                   name=name)
+
+
+def tied_decoder(cfg: HeroConfig, table: nn.Embed) -> Callable:
+  """x [..., H] -> logits [..., vocab] against the rows of the embedding
+  ``table`` (``Embed.attend``, or ``matmul.matmul_transposed`` with
+  ``cfg.f32_accumulated_dots``)."""
+  if not cfg.f32_accumulated_dots:
+    return table.attend
+  return lambda x: matmul.matmul_transposed(x.astype(cfg.compute_dtype),
+                                            table.embedding.astype(cfg.compute_dtype))
 
 
 @jax.custom_vjp
@@ -326,8 +338,14 @@ class BertEncoder(nn.Module):
     return out
 
   def _remat_policy(self):
-    return (jax.checkpoint_policies.dots_with_no_batch_dims_saveable if self.remat == "dots"
-            else jax.checkpoint_policies.nothing_saveable)
+    policies = jax.checkpoint_policies
+    if self.remat != "dots":
+      return policies.nothing_saveable
+    # matmul's custom VJPs hide their dots from the policy: their outputs are
+    # saved by name instead.
+    return policies.save_from_both_policies(
+        policies.dots_with_no_batch_dims_saveable,
+        policies.save_only_these_names(matmul.SAVED_NAME))
 
   def _scan(self, x, bias, deterministic: bool, num_layers: int):
     """Layers 0..num_layers-1 as one scan."""
