@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,11 +65,24 @@ def test_matmul_transposed_is_the_tied_decoder_and_its_gradients():
     close_in_bf16(a, b)
 
 
-def test_dense_dot_general_takes_only_denses_contraction():
-  x, w = jnp.ones((2, 3, 4), BF16), jnp.ones((4, 5), BF16)
-  assert matmul.dense_dot_general(x, w, (((2,), (0,)), ((), ()))).shape == (2, 3, 5)
-  with pytest.raises(ValueError, match="Dense's contraction"):
-    matmul.dense_dot_general(x, jnp.ones((3, 5), BF16), (((1,), (0,)), ((), ())))
+def test_f32_accumulated_dense_has_denses_parameters_and_result():
+  """layers.F32AccumulatedDense (bf16_dots) keeps nn.Dense's parameter tree
+  and computes its product; its bias gradient is the gradient's row sum."""
+  from hero_jax.model import layers
+  cfg = HeroConfig(dtype="bfloat16", bf16_dots="f32_accumulate")
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 5, 8)), BF16)
+  ours = layers.dense(cfg, 6, ("embed", "mlp"), "dense")
+  ref = layers.dense(cfg.replace(bf16_dots="xla"), 6, ("embed", "mlp"), "dense")
+  assert isinstance(ours, layers.F32AccumulatedDense) and not isinstance(ref, layers.F32AccumulatedDense)
+  params = nn.unbox(ref.init(jax.random.key(0), x))
+  assert (jax.tree.map(jnp.shape, nn.unbox(ours.init(jax.random.key(0), x)))
+          == jax.tree.map(jnp.shape, params))
+  close_in_bf16(ours.apply(params, x), ref.apply(params, x))
+  weight = jnp.asarray(np.random.default_rng(3).normal(size=(3, 5, 6)), jnp.float32)
+  grads = [jax.grad(lambda p, m=m: (m.apply(p, x).astype(jnp.float32) * weight).sum())(params)
+           for m in (ours, ref)]
+  jax.tree.map(close_in_bf16, *grads)
+  np.testing.assert_allclose(grads[0]["params"]["bias"], weight.sum((0, 1)), rtol=1e-2)
 
 
 def test_bf16_dots_setting():

@@ -292,6 +292,27 @@ def test_bfloat16_compute_keeps_float32_state(batches):
 
 
 @pytest.mark.slow
+def test_f32_accumulated_bfloat16_step_shards_like_xlas(batches):
+  """model.bf16_dots="f32_accumulate" (matmul's custom VJPs) on an FSDP x
+  tensor mesh: the step's loss and gradient norm are those of XLA's own
+  bfloat16 dots on one device, within bfloat16's rounding."""
+  tx, _ = optimizer.hero_adamw(1e-3, 2, 10)
+  results = []
+  for shape, dots in (({"data": 1}, "xla"), ({"data": 2, "fsdp": 2, "model": 2}, "f32_accumulate")):
+    cfg = CFG.replace(dtype="bfloat16", bf16_dots=dots)
+    mesh = sharding.make_mesh(shape, jax.devices()[:1] if shape == {"data": 1} else jax.devices())
+    state = step_lib.create_state(cfg, tx, mesh, sharding.DEFAULT_RULES, seed=0)
+    run = step_lib.make_train_step(Hero(cfg), registry.get("mlm"), None, tx, mesh,
+                                   sharding.DEFAULT_RULES, step_lib.state_shardings(state), 1)
+    _, out = run(state, pipeline.make_global_batch(
+        batches["mlm"], sharding.batch_sharding(mesh, leading_axes=1)), jax.random.key(0))
+    results.append(jax.device_get((out["metrics"]["loss"], out["grad_norm"])))
+  (loss, grad_norm), (ref_loss, ref_grad_norm) = results[1], results[0]
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-2)
+  np.testing.assert_allclose(grad_norm, ref_grad_norm, rtol=2e-2)
+
+
+@pytest.mark.slow
 def test_checkpoint_restores_onto_another_mesh(tmp_path):
   from hero_jax.train import checkpointing
   tx, _ = optimizer.hero_adamw(1e-3, 2, 10)

@@ -65,10 +65,28 @@ def dense(cfg: HeroConfig, features: int, axes: tuple, name: str, *,
   else:
     kernel_init = torch_linear_init(torch_default_init, axes)
     bias_init = torch_linear_init(torch_default_init, (axes[-1],))
+  if cfg.f32_accumulated_dots:
+    return F32AccumulatedDense(features, use_bias, cfg.compute_dtype, kernel_init, bias_init,
+                               name=name)
   return nn.Dense(features, use_bias=use_bias, dtype=cfg.compute_dtype,
                   param_dtype=_f32, kernel_init=kernel_init, bias_init=bias_init,
-                  dot_general=matmul.dense_dot_general if cfg.f32_accumulated_dots else None,
                   name=name)
+
+
+class F32AccumulatedDense(nn.Module):
+  """``nn.Dense``'s parameters (names, shapes, init, float32) computed by
+  ``matmul.dense`` (``HeroConfig.bf16_dots``)."""
+  features: int
+  use_bias: bool
+  dtype: jnp.dtype
+  kernel_init: Callable
+  bias_init: Callable
+
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), _f32)
+    bias = self.param("bias", self.bias_init, (self.features,), _f32) if self.use_bias else None
+    return matmul.dense(x.astype(self.dtype), kernel, bias)
 
 
 def layer_norm(cfg: HeroConfig, eps: float, axis: str, name: str = "LayerNorm") -> nn.LayerNorm:

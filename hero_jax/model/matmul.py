@@ -89,12 +89,28 @@ def matmul_transposed(x, e):
   return _product(x, e, True)
 
 
-def dense_dot_general(x, w, dimension_numbers, precision=None, preferred_element_type=None):
-  """``flax.linen.Dense``'s ``dot_general`` hook: its contraction of x's last
-  axis with w's first, through ``matmul``."""
-  del precision, preferred_element_type   # float32 accumulation is the point
-  expected = (((x.ndim - 1,), (0,)), ((), ()))
-  if tuple(map(lambda d: tuple(map(tuple, d)), dimension_numbers)) != expected:
-    raise ValueError(f"dense_dot_general takes Dense's contraction {expected}, "
-                     f"got {dimension_numbers}")
-  return checkpoint_name(matmul(x, w), SAVED_NAME)
+@jax.custom_vjp
+def add_bias(y, bias):
+  """``y`` [..., N] + ``bias`` [N] (same dtype), whose bias gradient is summed
+  in float32 from the bfloat16 gradient. (Left to autodiff, the bfloat16 sum
+  went through a float32 copy and XLA's windowed tree reduction: 7 ms per
+  [26, 96, 768] gradient in the base model's step, against under 1 ms.)"""
+  return y + bias
+
+
+def _add_bias_fwd(y, bias):
+  return y + bias, None
+
+
+def _add_bias_bwd(_, grad):
+  return grad, jnp.sum(grad, axis=tuple(range(grad.ndim - 1)), dtype=_f32).astype(grad.dtype)
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
+def dense(x, kernel, bias=None):
+  """``nn.Dense``'s product, x @ kernel (+ bias), in ``x.dtype`` through
+  ``matmul``; the output is named ``SAVED_NAME`` for remat policies."""
+  y = checkpoint_name(matmul(x, kernel.astype(x.dtype)), SAVED_NAME)
+  return y if bias is None else add_bias(y, bias.astype(x.dtype))
