@@ -66,29 +66,26 @@ KNOWN_PEAKS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0, "TP
                "TPU v5p": 459.0, "TPU v6 lite": 918.0}
 
 
-def measured_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-  """Best float32 GFLOP/s of an n x n numpy matmul (the CPU's practical peak)."""
+def measured_matmul_peak(dtype: str, n: int = 2048, repeats: int = 5) -> tuple:
+  """(best GFLOP/s, what was measured) of an n x n matmul: numpy's float32
+  (the CPU's practical float32 peak), or XLA's bfloat16 accumulated in float32
+  (on CPUs with AMX, the matrix units; ``hero_jax.model.matmul``)."""
   a = np.random.default_rng(0).normal(size=(n, n)).astype(np.float32)
+  if dtype == "bfloat16":
+    a = jax.numpy.asarray(a, jax.numpy.bfloat16)
+    jitted = jax.jit(lambda x: jax.numpy.matmul(x, x, preferred_element_type=jax.numpy.float32))
+    product = lambda: jitted(a).block_until_ready()  # noqa: E731
+    what = "XLA bfloat16 matmul accumulated in float32"
+  else:
+    product = lambda: a @ a  # noqa: E731
+    what = "numpy float32 matmul"
+  product()   # compiles the XLA one
   best = float("inf")
   for _ in range(repeats):
     start = time.perf_counter()
-    a @ a
+    product()
     best = min(best, time.perf_counter() - start)
-  return 2 * n ** 3 / best / 1e9
-
-
-def measured_bf16_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
-  """Best GFLOP/s of an n x n bfloat16 matmul accumulated in float32 under
-  XLA (on CPUs with AMX, the matrix units; ``hero_jax.model.matmul``)."""
-  a = jax.numpy.asarray(np.random.default_rng(0).normal(size=(n, n)), jax.numpy.bfloat16)
-  dot = jax.jit(lambda x: jax.numpy.matmul(x, x, preferred_element_type=jax.numpy.float32))
-  dot(a).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    dot(a).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2 * n ** 3 / best / 1e9
+  return 2 * n ** 3 / best / 1e9, f"{what} {n}^3"
 
 
 def uniform_video(rng, name, dim, vocab_hi):
@@ -480,15 +477,10 @@ def main():
     peak = tflops * 1e3
     print(f"device: {device.device_kind}; peak: {tflops} TFLOP/s "
           f"({'stated' if args.peak_tflops else 'bf16 dense, from the vendor'})")
-  elif args.dtype == "bfloat16":
-    peak = measured_bf16_matmul_peak()
-    print(f"device: {device.device_kind}; peak: {peak:.0f} GFLOP/s (XLA bfloat16 2048^3 matmul "
-          f"accumulated in float32, measured now); GLIBC_TUNABLES"
-          f"={os.environ.get('GLIBC_TUNABLES', '')!r}")
   else:
-    peak = measured_matmul_peak()
-    print(f"device: {device.device_kind}; peak: {peak:.0f} GFLOP/s (numpy float32 2048^3 matmul, "
-          f"measured now); GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r} "
+    peak, what = measured_matmul_peak(args.dtype)
+    print(f"device: {device.device_kind}; peak: {peak:.0f} GFLOP/s ({what}, measured now); "
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r} "
           "(glibc.malloc.hugetlb=1: huge pages for XLA's buffers, see the README's Speed)")
   for name in args.models:
     if args.ab_prune:

@@ -12,9 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hero_jax.model import matmul
+from hero_jax.model import layers, matmul
 from hero_jax.model.config import HeroConfig
 from hero_jax.model.hero import Hero
+from hero_jax.objectives import registry
 from tests import fixture_batches as fb
 from tests import reference
 
@@ -68,7 +69,6 @@ def test_matmul_transposed_is_the_tied_decoder_and_its_gradients():
 def test_f32_accumulated_dense_has_denses_parameters_and_result():
   """layers.F32AccumulatedDense (bf16_dots) keeps nn.Dense's parameter tree
   and computes its product; its bias gradient is the gradient's row sum."""
-  from hero_jax.model import layers
   cfg = HeroConfig(dtype="bfloat16", bf16_dots="f32_accumulate")
   x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 5, 8)), BF16)
   ours = layers.dense(cfg, 6, ("embed", "mlp"), "dense")
@@ -99,7 +99,6 @@ def test_bf16_dots_setting():
 def test_model_with_f32_accumulated_dots_matches_xlas_bf16_dots(task):
   """The same bfloat16 model with both settings: losses and gradients agree
   to bfloat16 precision (they differ only in where partial sums round)."""
-  from hero_jax.objectives import registry
   batch = fb.build_batch(task)
   params = reference.params()
   objective = registry.get(task)
@@ -124,7 +123,6 @@ def test_remat_dots_keeps_the_f32_accumulated_dots_outputs():
   """remat "dots" saves matmul's outputs (by name: the policy cannot see
   into a custom VJP) and so keeps more than "full"; losses and gradients
   stay within bfloat16's differences of fusion (as with XLA's own dots)."""
-  from hero_jax.objectives import registry
   cfg = reference.model_config().replace(dtype="bfloat16", bf16_dots="f32_accumulate")
   batch, objective = fb.build_batch("mlm"), registry.get("mlm")
 
