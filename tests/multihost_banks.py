@@ -75,9 +75,32 @@ def main(process_id: int, port: int, data_dir: str) -> None:
       start = shard.index[0].start % 4
       want = whole[field][records[start:start + shard.data.shape[0]]]
       np.testing.assert_array_equal(np.asarray(shard.data), want, err_msg=field)
+  check_one_short_share_stops_both(process_id, bank_videos, ctx, indexes, mesh)
   print(f"process {process_id}: frame bank {held} of {bank.shape[0]} rows held, "
         f"{len(set(counting.reads))} of {len(videos)} records read; example bank "
         f"{len(own)} examples made; OK", flush=True)
+
+
+def check_one_short_share_stops_both(process_id, videos, ctx, indexes, mesh) -> None:
+  """Process 1's share skipped entirely: both processes raise the same error
+  (neither waits for the other in a collective)."""
+  from hero_jax.data import example_bank
+  make_examples = example_bank.make_examples
+
+  def skip_all_on_process_1(*args, **kwargs):
+    if process_id == 1:
+      raise example_bank.EverySkipped("every record of process 1's share skipped")
+    return make_examples(*args, **kwargs)
+
+  example_bank.make_examples = skip_all_on_process_1
+  try:
+    example_bank.load("fom-device", {"tv": videos}, {"tv": ctx}, indexes, mesh, "sharded")
+  except ValueError as e:
+    assert "process 1: every record of process 1's share skipped" in str(e), e
+  else:
+    raise AssertionError("a sharded bank with an empty share loaded")
+  finally:
+    example_bank.make_examples = make_examples
 
 
 if __name__ == "__main__":

@@ -166,6 +166,21 @@ def test_bad_settings_are_named():
   assert example_bank.worker_count(-1) >= 1 and example_bank.worker_count(3) == 3
 
 
+def test_a_sharded_bank_stops_every_process_on_one_processs_short_share():
+  """``check_shares`` reads every process's report (the same dict on all), so
+  all raise the same error, naming the process and dataset."""
+  reports = {"0": {"tv": {"examples": 12, "skipped": {"too_short": 1}}},
+             "1": {"tv": {"examples": 3, "skipped": {"too_short": 2}}}}
+  example_bank.check_shares("mlm-device", reports, min_examples=3)
+  assert example_bank.total_skips(reports) == {"tv": {"too_short": 3}}
+  with pytest.raises(ValueError, match=r"process 1, dataset 'tv': 3 examples, fewer than "
+                                       r"batch_videos=4.*'replicated'"):
+    example_bank.check_shares("mlm-device", reports, min_examples=4)
+  reports["0"]["tv"] = {"error": "skipped every one of its 10 records (process 0 of 2)"}
+  with pytest.raises(ValueError, match=r"process 0: skipped every one.*; process 1, dataset"):
+    example_bank.check_shares("mlm-device", reports, min_examples=4)
+
+
 def tiny_config(tmp_path, steps: int):
   c = pretrain_tiny.get_config()
   c.data.datasets.synthetic.data_dir = str(tmp_path / "tfds")

@@ -26,7 +26,8 @@ Order: ``IndexIterator`` draws this process's rows (its own with
 every epoch, from (seed, objective, epoch); not grain's order, so a run with
 the bank sees the videos in another order than without. Videos the objective
 skips are counted once, when the bank is made (the host-fed path counts them
-every epoch); with ``sharded`` each process counts its share's.
+every epoch); with ``sharded`` each process counts its share's, and the
+totals over all processes are logged.
 """
 
 from __future__ import annotations
@@ -113,6 +114,10 @@ def worker_count(setting: int) -> int:
   return (os.cpu_count() or 1) if setting == -1 else setting
 
 
+class EverySkipped(ValueError):
+  """The objective skipped every record of a split (or of a process's share)."""
+
+
 def make_examples(videos, objective: str, ctx, frame_index, workers: int = 0,
                   chunk: int = CHUNK_RECORDS, share: tuple = (0, 1)) -> tuple:
   """(stacked examples {field: [n, ...]}, DatasetRows with start 0) of the
@@ -141,7 +146,7 @@ def make_examples(videos, objective: str, ctx, frame_index, workers: int = 0,
     stats.update(out["stats"])
     examples.append(out["example"])
   if not examples:
-    raise ValueError(f"{videos.path} split {videos.split!r}: objective {objective!r} skipped "
+    raise EverySkipped(f"{videos.path} split {videos.split!r}: objective {objective!r} skipped "
                      f"every one of its {len(records)} records"
                      f"{f' (process {share[0]} of {share[1]})' if share[1] > 1 else ''} "
                      f"({dict(skipped)})")
@@ -217,7 +222,8 @@ def record_source(videos, objective: str):
 
 
 def load(objective: str, videos_by_dataset: dict, contexts: dict, frame_indexes: dict, mesh,
-         mode: str, workers: int = 0, process: Optional[tuple] = None) -> tuple:
+         mode: str, workers: int = 0, process: Optional[tuple] = None,
+         min_examples: int = 1) -> tuple:
   """(device bank, {dataset: DatasetRows}) of ``objective`` over
   ``{dataset: videos}`` (``make_examples`` with that dataset's host context
   and frame index, in ``workers`` processes); logs its size, what was
@@ -227,17 +233,32 @@ def load(objective: str, videos_by_dataset: dict, contexts: dict, frame_indexes:
   makes only its share of each dataset's records (every count-th) and puts
   the examples on its own devices; its index stream samples them. Host memory
   and start time are then 1/processes of the bank's, and the skips and stats
-  logged are this process's. ``replicated``: every process makes every
-  example and samples every count-th."""
+  logged are this process's (the totals of all are logged too). Every process
+  raises the same error if any process's share of a dataset is empty or
+  smaller than ``min_examples`` (``check_shares``). ``replicated``: every
+  process makes every example and samples every count-th."""
   import jax
   from hero_jax.data import frame_bank
+  from hero_jax.train import sharding
   check_objective(objective)
   start_time = time.time()
   index, count = process or (jax.process_index(), jax.process_count())
   share = (index, count) if mode == "sharded" else (0, 1)
-  parts = {key: make_examples(videos, objective, contexts[key], frame_indexes[key], workers,
-                              share=share)
-           for key, videos in videos_by_dataset.items()}
+  parts, reports = {}, {}
+  for key, videos in videos_by_dataset.items():
+    try:
+      parts[key] = make_examples(videos, objective, contexts[key], frame_indexes[key], workers,
+                                 share=share)
+      reports[key] = {"examples": parts[key][1].end, "skipped": dict(parts[key][1].skipped)}
+    except EverySkipped as e:
+      if mode != "sharded":
+        raise
+      reports[key] = {"error": str(e)}
+  if mode == "sharded":
+    # Every process must stop on the same error: one that raised alone would
+    # leave the others waiting for it in the first collective.
+    reports = sharding.gather_json(reports)
+    check_shares(objective, reports, min_examples)
   host_bank, rows = concatenate(parts)
   if mode == "sharded":
     capacities = [sum(len(range(q, len(record_source(videos, objective)), count))
@@ -256,7 +277,38 @@ def load(objective: str, videos_by_dataset: dict, contexts: dict, frame_indexes:
            "devices (%s), made in %.1f s; skipped %s", objective,
            sum(r.end - r.start for r in rows.values()), share[0], share[1], nbytes / 1e9, mode,
            time.time() - start_time, {k: dict(r.skipped) for k, r in rows.items()})
+  if mode == "sharded" and count > 1:
+    log.info("example bank %s: skipped by all %d processes %s", objective, count,
+             total_skips(reports))
   return bank, rows
+
+
+def check_shares(objective: str, reports: dict, min_examples: int) -> None:
+  """``reports`` {process: {dataset: {"examples", "skipped"} or {"error"}}}
+  (``sharding.gather_json``, the same on every process) of a sharded bank:
+  raises one ValueError, naming each process and dataset, if any process
+  made no example of a dataset or fewer than ``min_examples`` (a batch)."""
+  problems = []
+  for process in sorted(reports, key=int):
+    for dataset, report in reports[process].items():
+      if "error" in report:
+        problems.append(f"process {process}: {report['error']}")
+      elif report["examples"] < min_examples:
+        problems.append(f"process {process}, dataset {dataset!r}: {report['examples']} "
+                        f"examples, fewer than batch_videos={min_examples}")
+  if problems:
+    raise ValueError(f"sharded example bank of {objective!r}: " + "; ".join(problems) +
+                     ". Each process makes only every process_count-th record's example; "
+                     "config.data.example_bank='replicated' has every process make them all")
+
+
+def total_skips(reports: dict) -> dict:
+  """{dataset: {reason: count}} summed over the processes' ``reports``."""
+  totals = collections.defaultdict(collections.Counter)
+  for report in reports.values():
+    for dataset, r in report.items():
+      totals[dataset].update(r.get("skipped", {}))
+  return {dataset: dict(c) for dataset, c in totals.items()}
 
 
 def check_config(mode: str, frame_bank_mode: str) -> None:

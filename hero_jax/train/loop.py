@@ -162,7 +162,8 @@ class Trainer:
           objective, {d: self.train_videos[d] for d in datasets_of},
           {d: self._context(self.train_videos[d], objective) for d in datasets_of},
           {d: self.frame_index[d] for d in datasets_of}, self.mesh, c.data.example_bank,
-          workers=example_bank.worker_count(c.data.example_bank_workers))
+          workers=example_bank.worker_count(c.data.example_bank_workers),
+          min_examples=self.local_batch)
     return banks, rows
 
   def _pipeline(self, task, videos=None, **options):
