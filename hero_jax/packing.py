@@ -20,7 +20,13 @@ from hero_jax import layout
 
 
 class RowsDoNotFit(ValueError):
-  """The rows of a video need more packed rows than ``packed_rows``."""
+  """The rows of a video need more packed rows than ``packed_rows``, or one
+  row (or query) is wider than ``packed_width`` (``needed_width``: its slots;
+  only a wider packed row fixes that)."""
+
+  def __init__(self, message: str, needed_width: int | None = None):
+    super().__init__(message)
+    self.needed_width = needed_width
 
 
 def does_not_fit(error, queries: bool = False, spared: bool = False) -> str:
@@ -34,6 +40,9 @@ def does_not_fit(error, queries: bool = False, spared: bool = False) -> str:
            "python -m hero_jax.packing prints how many), or set host.pack_queries=False")
   else:
     what = fix = ""
+  needed = getattr(error, "needed_width", None)
+  if needed is not None:   # more packed rows cannot help a row wider than one
+    return f"{error}{what}; raise packed_width to at least {needed} in the layout sizes{fix}"
   return f"{error}{what}; raise packed_rows (or packed_width) in the layout sizes{fix}"
 
 
@@ -52,7 +61,7 @@ def assign_rows(lengths, packed_rows: int, packed_width: int) -> list:
     if n == 0:
       continue
     if n > packed_width:
-      raise RowsDoNotFit(f"row {r} has {n} slots, more than packed_width={packed_width}")
+      raise RowsDoNotFit(f"row {r} has {n} slots, more than packed_width={packed_width}", n)
     p = next((i for i, f in enumerate(free) if f >= n), len(free))
     if p == len(free):
       free.append(packed_width)
@@ -92,7 +101,7 @@ def pack_group(frames_n: np.ndarray, text_n: np.ndarray, sizes: layout.LayoutSiz
   lq = sizes.max_query_tokens
   if query_n.size and query_n.max() > sizes.packed_width:
     raise RowsDoNotFit(f"a query has {int(query_n.max())} tokens, more than packed_width="
-                       f"{sizes.packed_width}")
+                       f"{sizes.packed_width}", int(query_n.max()))
   lengths = np.concatenate([frames_n + text_n + spare_n, query_n.reshape(-1)])
   pack_src = np.zeros((sizes.packed_rows, sizes.packed_width), np.int32)
   pack_seg = np.zeros((sizes.packed_rows, sizes.packed_width), np.int32)
@@ -201,7 +210,8 @@ def _pack_groups(counts: np.ndarray, sizes: layout.LayoutSizes, vids, queries) -
       names = list(vids[start:start + g]) if vids is not None else list(range(start, start + g))
       spared = bool(counts[start:start + g, :, 2].any())
       raise RowsDoNotFit(f"pack group of videos {names}: "
-                         f"{does_not_fit(e, queries is not None, spared)}") from None
+                         f"{does_not_fit(e, queries is not None, spared)}",
+                         e.needed_width) from None
   out = {"pack_src": np.stack([x["pack_src"] for x in groups]),
          "pack_seg": np.stack([x["pack_seg"] for x in groups])}
   for key in ("unpack_src", "query_unpack_src"):   # per video

@@ -79,6 +79,19 @@ def test_spare_slots_stay_free_right_after_their_rows():
   with pytest.raises(packing.RowsDoNotFit):
     packing.pack_fields(rfm, rtm, dataclasses.replace(sizes, packed_rows=rows - 1),
                         row_spare=spare.astype(np.int32))
+  # A full row (5 frames, 9 tokens) and its spare slot are wider than packed rows of M + T = 14
+  # slots: the advice is a wider packed row, not more of them.
+  full_f, full_t = np.zeros((2, 9), np.int32), np.zeros((2, 9), np.int32)
+  full_f[0, :5], full_t[0, :9] = 1, 1
+  narrow = layout.LayoutSizes(max_rows=2, max_row_frames=5, max_row_tokens=9, packed_rows=4,
+                              packed_width=14)
+  packing.pack_fields(full_f[:, :5], full_t, narrow)   # fits without the spare slot
+  with pytest.raises(packing.RowsDoNotFit) as e:
+    packing.pack_fields(full_f[:, :5], full_t, narrow, row_spare=np.array([1, 0], np.int32))
+  assert e.value.needed_width == 15
+  assert packing.does_not_fit(e.value, spared=True).startswith(
+      "row 0 has 15 slots, more than packed_width=14 (its rows and the slots kept for "
+      "vsm-device's query [CLS]); raise packed_width to at least 15 in the layout sizes")
 
 
 def test_an_overflowing_pack_group_is_rebalanced_and_counted():

@@ -135,8 +135,7 @@ def build_video_fields(video: layout.VideoExample, ctx: HostContext,
     try:
       out.update(packing.pack_fields(row_frame_mask, row_txt_mask, s))
     except packing.RowsDoNotFit as e:
-      raise ValueError(f"video {video.vid!r}: {e}; raise packed_rows (or packed_width) in the "
-                       "layout sizes") from None
+      raise ValueError(f"video {video.vid!r}: {packing.does_not_fit(e)}") from None
   return out
 
 
