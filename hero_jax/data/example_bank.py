@@ -114,10 +114,6 @@ def worker_count(setting: int) -> int:
   return (os.cpu_count() or 1) if setting == -1 else setting
 
 
-class EverySkipped(ValueError):
-  """The objective skipped every record of a split (or of a process's share)."""
-
-
 def make_examples(videos, objective: str, ctx, frame_index, workers: int = 0,
                   chunk: int = CHUNK_RECORDS, share: tuple = (0, 1)) -> tuple:
   """(stacked examples {field: [n, ...]}, DatasetRows with start 0) of the
@@ -146,7 +142,7 @@ def make_examples(videos, objective: str, ctx, frame_index, workers: int = 0,
     stats.update(out["stats"])
     examples.append(out["example"])
   if not examples:
-    raise EverySkipped(f"{videos.path} split {videos.split!r}: objective {objective!r} skipped "
+    raise ValueError(f"{videos.path} split {videos.split!r}: objective {objective!r} skipped "
                      f"every one of its {len(records)} records"
                      f"{f' (process {share[0]} of {share[1]})' if share[1] > 1 else ''} "
                      f"({dict(skipped)})")
@@ -234,9 +230,10 @@ def load(objective: str, videos_by_dataset: dict, contexts: dict, frame_indexes:
   the examples on its own devices; its index stream samples them. Host memory
   and start time are then 1/processes of the bank's, and the skips and stats
   logged are this process's (the totals of all are logged too). Every process
-  raises the same error if any process's share of a dataset is empty or
-  smaller than ``min_examples`` (``check_shares``). ``replicated``: every
-  process makes every example and samples every count-th."""
+  raises the same error if any process failed to make its share of a dataset
+  (a bad record, every record skipped) or made fewer than ``min_examples``
+  (``check_shares``). ``replicated``: every process makes every example and
+  samples every count-th."""
   import jax
   from hero_jax.data import frame_bank
   from hero_jax.train import sharding
@@ -244,21 +241,26 @@ def load(objective: str, videos_by_dataset: dict, contexts: dict, frame_indexes:
   start_time = time.time()
   index, count = process or (jax.process_index(), jax.process_count())
   share = (index, count) if mode == "sharded" else (0, 1)
-  parts, reports = {}, {}
+  exchange = mode == "sharded" and count > 1
+  parts, reports, failure = {}, {}, None
   for key, videos in videos_by_dataset.items():
     try:
       parts[key] = make_examples(videos, objective, contexts[key], frame_indexes[key], workers,
                                  share=share)
-      reports[key] = {"examples": parts[key][1].end, "skipped": dict(parts[key][1].skipped)}
-    except EverySkipped as e:
-      if mode != "sharded":
+    except Exception as e:   # noqa: BLE001  (re-raised below, on every process)
+      if not exchange:
         raise
-      reports[key] = {"error": str(e)}
-  if mode == "sharded":
+      reports[key], failure = {"error": f"{type(e).__name__}: {e}"}, e
+      break
+    reports[key] = {"examples": parts[key][1].end, "skipped": dict(parts[key][1].skipped)}
+  if exchange:
     # Every process must stop on the same error: one that raised alone would
     # leave the others waiting for it in the first collective.
     reports = sharding.gather_json(reports)
-    check_shares(objective, reports, min_examples)
+    try:
+      check_shares(objective, reports, min_examples)
+    except ValueError as e:
+      raise e from failure
   host_bank, rows = concatenate(parts)
   if mode == "sharded":
     capacities = [sum(len(range(q, len(record_source(videos, objective)), count))
@@ -277,7 +279,7 @@ def load(objective: str, videos_by_dataset: dict, contexts: dict, frame_indexes:
            "devices (%s), made in %.1f s; skipped %s", objective,
            sum(r.end - r.start for r in rows.values()), share[0], share[1], nbytes / 1e9, mode,
            time.time() - start_time, {k: dict(r.skipped) for k, r in rows.items()})
-  if mode == "sharded" and count > 1:
+  if exchange:
     log.info("example bank %s: skipped by all %d processes %s", objective, count,
              total_skips(reports))
   return bank, rows
