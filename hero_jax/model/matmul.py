@@ -89,29 +89,7 @@ def matmul_transposed(x, e):
   return _product(x, e, True)
 
 
-@jax.custom_vjp
-def add_bias_f32_sum(y, bias):
-  """``y`` [..., N] + ``bias`` [N] (same dtype), whose bias gradient is summed
-  in float32 from the bfloat16 gradient. (Left to autodiff, the bfloat16 sum
-  went through a float32 copy and XLA's windowed tree reduction: 7 ms per
-  [26, 96, 768] gradient in the base model's step, against 0.6-1.9 ms for such sums
-  alone.)"""
-  return y + bias
-
-
-def _add_bias_f32_sum_fwd(y, bias):
-  return y + bias, None
-
-
-def _add_bias_f32_sum_bwd(_, grad):
-  return grad, jnp.sum(grad, axis=tuple(range(grad.ndim - 1)), dtype=_f32).astype(grad.dtype)
-
-
-add_bias_f32_sum.defvjp(_add_bias_f32_sum_fwd, _add_bias_f32_sum_bwd)
-
-
-def dense(x, kernel, bias=None):
-  """``nn.Dense``'s product, x @ kernel (+ bias), in ``x.dtype`` through
-  ``matmul``; the output is named ``SAVED_NAME`` for remat policies."""
-  y = checkpoint_name(matmul(x, kernel.astype(x.dtype)), SAVED_NAME)
-  return y if bias is None else add_bias_f32_sum(y, bias.astype(x.dtype))
+def dense(x, kernel):
+  """``nn.Dense``'s product, x @ kernel, in ``x.dtype`` through ``matmul``;
+  the output is named ``SAVED_NAME`` for remat policies."""
+  return checkpoint_name(matmul(x, kernel.astype(x.dtype)), SAVED_NAME)
